@@ -1,0 +1,44 @@
+"""eventgate: event-driven API services on CQRS, event sourcing, an event hub and projections."""
+
+from __future__ import annotations
+
+from eventgate.app import App
+from eventgate.domain.aggregate import Aggregate
+from eventgate.domain.messages import Command, Event
+from eventgate.errors import (
+    AggregateAlreadyExists,
+    AggregateNotFound,
+    ConcurrencyError,
+    ConfigError,
+    DomainError,
+    EventgateError,
+    EventStoreError,
+    InvalidCommand,
+    ProjectionError,
+    RuleViolation,
+)
+from eventgate.eventstore.model import NewEvent, RecordedEvent
+from eventgate.eventstore.upcasting import Upcasters
+from eventgate.projections.projection import Projection, Row
+
+__all__ = [
+    "Aggregate",
+    "AggregateAlreadyExists",
+    "AggregateNotFound",
+    "App",
+    "Command",
+    "ConcurrencyError",
+    "ConfigError",
+    "DomainError",
+    "Event",
+    "EventStoreError",
+    "EventgateError",
+    "InvalidCommand",
+    "NewEvent",
+    "Projection",
+    "ProjectionError",
+    "RecordedEvent",
+    "Row",
+    "RuleViolation",
+    "Upcasters",
+]

@@ -1,0 +1,121 @@
+"""The command side's service: load an aggregate, let it decide, append what it recorded."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventgate.domain.aggregate import Aggregate
+from eventgate.domain.messages import Command
+from eventgate.errors import (
+    AggregateAlreadyExists,
+    AggregateNotFound,
+    ConcurrencyError,
+    ConfigError,
+)
+from eventgate.eventstore.codec import EventCodec
+from eventgate.eventstore.model import RecordedEvent
+from eventgate.eventstore.protocol import EventStore
+
+__all__ = ["CommandHandler", "CommandResult"]
+
+_RACE_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one executed command did. `position` is the read-your-writes token."""
+
+    command_id: str
+    stream_id: str
+    version: int
+    position: int
+    events: list[RecordedEvent] = field(default_factory=list)
+
+
+class CommandHandler:
+    """Executes commands against the aggregates they target; exactly one handler per command.
+
+    The order of checks is the HTTP contract's: unknown aggregate (404) or taken id (409),
+    then the caller's expected version (412), then the aggregate's own rules (409/422).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        codec: EventCodec,
+        routes: Mapping[type[Command], type[Aggregate]],
+    ) -> None:
+        if not routes:
+            raise ConfigError("a command handler needs at least one command route")
+        self._store = store
+        self._codec = codec
+        self._routes = dict(routes)
+
+    async def load(self, aggregate_type: type[Aggregate], stream_id: str) -> Aggregate:
+        """The aggregate as of its latest stored event (a fresh one if it has none)."""
+        aggregate, _ = await self._load(aggregate_type, stream_id)
+        return aggregate
+
+    async def execute(
+        self,
+        command: Command,
+        *,
+        expected_version: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> CommandResult:
+        """Decide and append; on a race with another writer, decide again on fresh state."""
+        aggregate_type = self._routes.get(type(command))
+        if aggregate_type is None:
+            raise ConfigError(f"no aggregate handles {type(command).__name__}")
+        command_id = command_id or str(uuid.uuid4())
+        metadata = {
+            "correlationId": command_id,
+            **(metadata or {}),
+            "causationId": command_id,
+            "commandId": command_id,
+            "commandType": type(command).__name__,
+        }
+        races = 0
+        while True:
+            try:
+                return await self._attempt(
+                    aggregate_type, command, expected_version, metadata, command_id
+                )
+            except ConcurrencyError:
+                races += 1
+                if expected_version is not None or races >= _RACE_RETRIES:
+                    raise
+
+    async def _attempt(
+        self,
+        aggregate_type: type[Aggregate],
+        command: Command,
+        expected_version: int | None,
+        metadata: dict[str, Any],
+        command_id: str,
+    ) -> CommandResult:
+        aggregate, last_position = await self._load(aggregate_type, command.id)
+        if command.creates and aggregate.exists:
+            raise AggregateAlreadyExists(command.id)
+        if not command.creates and not aggregate.exists:
+            raise AggregateNotFound(command.id)
+        if expected_version is not None and expected_version != aggregate.version:
+            raise ConcurrencyError(command.id, expected_version, aggregate.version)
+        loaded_version = aggregate.version
+        aggregate.handle(command)
+        pending = [self._codec.encode(event, metadata) for event in aggregate.collect_pending()]
+        if not pending:
+            return CommandResult(command_id, command.id, loaded_version, last_position)
+        recorded = await self._store.append(command.id, pending, expected_version=loaded_version)
+        return CommandResult(
+            command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
+        )
+
+    async def _load(self, aggregate_type: type[Aggregate], stream_id: str) -> tuple[Aggregate, int]:
+        history = await self._store.read_stream(stream_id)
+        aggregate = aggregate_type.replay(stream_id, map(self._codec.decode, history))
+        return aggregate, history[-1].position if history else 0

@@ -1,0 +1,48 @@
+"""Settings: frozen, read once at start-up, passed down; never read from the environment later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventgate.errors import ConfigError
+
+__all__ = ["DEFAULT_DATA_DIR", "Settings"]
+
+DEFAULT_DATA_DIR = Path(".eventgate")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the data lives and how the embedded components behave."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    poll_interval: float = 0.25
+    projection_batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.poll_interval <= 0:
+            raise ConfigError("poll_interval must be positive")
+        if self.projection_batch_size < 1:
+            raise ConfigError("projection_batch_size must be at least 1")
+
+    @property
+    def event_store_path(self) -> Path:
+        return self.data_dir / "events.sqlite"
+
+    @property
+    def read_store_path(self) -> Path:
+        return self.data_dir / "readmodels.sqlite"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.data_dir / "checkpoints.sqlite"
+
+    def ensure_data_dir(self) -> None:
+        """Create the data directory, or fail with one clear line."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create data directory {self.data_dir}: {e}") from e
+        if not self.data_dir.is_dir():
+            raise ConfigError(f"data directory {self.data_dir} is not a directory")

@@ -1,0 +1,176 @@
+"""The m-r inventory domain: the reference service, built on the public domain API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from eventgate.domain.aggregate import Aggregate
+from eventgate.domain.messages import Command, Event
+from eventgate.errors import InvalidCommand, RuleViolation
+
+__all__ = [
+    "COMMANDS",
+    "EVENTS",
+    "MAX_NAME_LENGTH",
+    "CheckInItemsToInventory",
+    "CreateInventoryItem",
+    "DeactivateInventoryItem",
+    "InventoryItem",
+    "InventoryItemCreated",
+    "InventoryItemDeactivated",
+    "InventoryItemRenamed",
+    "ItemsCheckedInToInventory",
+    "ItemsRemovedFromInventory",
+    "RemoveItemsFromInventory",
+    "RenameInventoryItem",
+]
+
+MAX_NAME_LENGTH = 200
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateInventoryItem(Command):
+    name: str
+    creates: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class RenameInventoryItem(Command):
+    new_name: str
+
+
+@dataclass(frozen=True)
+class DeactivateInventoryItem(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckInItemsToInventory(Command):
+    count: int
+
+
+@dataclass(frozen=True)
+class RemoveItemsFromInventory(Command):
+    count: int
+
+
+COMMANDS: tuple[type[Command], ...] = (
+    CreateInventoryItem,
+    RenameInventoryItem,
+    DeactivateInventoryItem,
+    CheckInItemsToInventory,
+    RemoveItemsFromInventory,
+)
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InventoryItemCreated(Event):
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class InventoryItemRenamed(Event):
+    id: str
+    new_name: str
+
+
+@dataclass(frozen=True)
+class InventoryItemDeactivated(Event):
+    id: str
+
+
+@dataclass(frozen=True)
+class ItemsCheckedInToInventory(Event):
+    id: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ItemsRemovedFromInventory(Event):
+    id: str
+    count: int
+
+
+EVENTS: tuple[type[Event], ...] = (
+    InventoryItemCreated,
+    InventoryItemRenamed,
+    InventoryItemDeactivated,
+    ItemsCheckedInToInventory,
+    ItemsRemovedFromInventory,
+)
+
+
+# -- rules ------------------------------------------------------------------------------
+
+
+def _valid_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidCommand("name must be a non-empty string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidCommand(f"name must be at most {MAX_NAME_LENGTH} characters")
+    return name
+
+
+def _valid_count(count: object) -> int:
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        raise InvalidCommand("count must be a positive integer")
+    return count
+
+
+class InventoryItem(Aggregate):
+    """A product type whose stock is checked in and removed; never below zero."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.name = ""
+        self.active = False
+        self.count = 0
+
+    def handle(self, command: Command) -> None:
+        match command:
+            case CreateInventoryItem(name=name):
+                self.record(InventoryItemCreated(self.id, _valid_name(name)))
+            case DeactivateInventoryItem():
+                if self.active:
+                    self.record(InventoryItemDeactivated(self.id))
+            case RenameInventoryItem(new_name=new_name):
+                name = _valid_name(new_name)
+                self._require_active()
+                self.record(InventoryItemRenamed(self.id, name))
+            case CheckInItemsToInventory(count=count):
+                count = _valid_count(count)
+                self._require_active()
+                self.record(ItemsCheckedInToInventory(self.id, count))
+            case RemoveItemsFromInventory(count=count):
+                count = _valid_count(count)
+                self._require_active()
+                if count > self.count:
+                    raise RuleViolation(f"cannot remove {count} items: only {self.count} in stock")
+                self.record(ItemsRemovedFromInventory(self.id, count))
+            case _:
+                raise InvalidCommand(f"InventoryItem does not handle {type(command).__name__}")
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case InventoryItemCreated(name=name):
+                self.name, self.active = name, True
+            case InventoryItemRenamed(new_name=new_name):
+                self.name = new_name
+            case InventoryItemDeactivated():
+                self.active = False
+            case ItemsCheckedInToInventory(count=count):
+                self.count += count
+            case ItemsRemovedFromInventory(count=count):
+                self.count -= count
+
+    def _require_active(self) -> None:
+        if not self.active:
+            raise RuleViolation(f"inventory item {self.id} is deactivated")

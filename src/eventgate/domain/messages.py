@@ -1,0 +1,61 @@
+"""Message bases: commands say what to do, events say what happened."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, ClassVar, Self
+
+__all__ = ["Command", "Event", "camel_case", "snake_case"]
+
+_UPPER = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def camel_case(name: str) -> str:
+    """`new_name` -> `newName`: the spelling of field names in stored event data."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def snake_case(name: str) -> str:
+    """`newName` -> `new_name`: the spelling of the same field in Python."""
+    return _UPPER.sub("_", name).lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """An imperative request aimed at one aggregate, named by `id`.
+
+    `creates` marks the command that brings an aggregate into being; every other
+    command needs an existing aggregate.
+    """
+
+    id: str
+    creates: ClassVar[bool] = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A fact in the past tense, stored under a stable `type_name` and `schema_version`.
+
+    The stored type name defaults to the class name and never involves the module
+    path, so classes can move freely. Bump `schema_version` when the fields change
+    and register an upcaster for the old version.
+    """
+
+    type_name: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type_name" not in cls.__dict__:
+            cls.type_name = cls.__name__
+
+    def to_data(self) -> dict[str, Any]:
+        """The stored form: a JSON-ready dict with camelCase keys."""
+        return {camel_case(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Self:
+        """Rebuild the event from its stored form (already upcast to this schema)."""
+        return cls(**{snake_case(key): value for key, value in data.items()})

@@ -1,0 +1,44 @@
+"""What goes into the event store and what comes out of it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["NewEvent", "RecordedEvent"]
+
+
+def _new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: its type, schema version, JSON data and metadata."""
+
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = 1
+    id: str = field(default_factory=_new_event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """A stored event, upcast to the current schema version of its type.
+
+    `stream_version` counts 1..n within the stream without gaps; `position` is the
+    store-wide order, strictly increasing in commit order.
+    """
+
+    id: str
+    stream_id: str
+    stream_version: int
+    position: int
+    type: str
+    schema_version: int
+    time: datetime
+    data: dict[str, Any]
+    metadata: dict[str, Any]

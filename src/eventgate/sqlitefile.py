@@ -1,0 +1,71 @@
+"""One SQLite file served off the event loop: a writer thread and a small pool of readers.
+
+SQLite calls block, so every call runs on a thread. All writes go through one thread
+(SQLite admits one writer at a time anyway, and one thread lets us batch); reads run on
+their own threads with their own connections, which WAL lets proceed while a write is
+in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["SQLiteFile", "connect_sqlite"]
+
+T = TypeVar("T")
+
+
+def connect_sqlite(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode with the durability settings eventgate relies on."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    return connection
+
+
+class SQLiteFile:
+    """Thread-bound connections to one file; `on_writer`/`on_reader` run calls on them."""
+
+    def __init__(self, path: Path, *, name: str, readers: int = 2) -> None:
+        self.path = Path(path)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"{name}-reader")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = connect_sqlite(self.path)
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    async def on_writer(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function(*args)` on the single writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
+
+    async def on_reader(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function(*args)` on a reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, function, *args)
+
+    async def close(self) -> None:
+        """Wait for running calls, then close every connection."""
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()

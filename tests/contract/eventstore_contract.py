@@ -1,0 +1,232 @@
+"""The contract every EventStore backend must pass; subclass it once per backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from eventgate.errors import ConcurrencyError, EventStoreError
+from eventgate.eventstore import NO_STREAM, EventStore, NewEvent, Upcasters
+
+
+def new(type_name: str = "Happened", **data: object) -> NewEvent:
+    return NewEvent(type=type_name, data=dict(data), metadata={"correlationId": "c-1"})
+
+
+class EventStoreContract:
+    """Given a fresh store from `open_store`, every test here must pass."""
+
+    async def open_store(
+        self, directory: Path, upcasters: Upcasters | None = None, poll_interval: float = 0.25
+    ) -> EventStore:
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[EventStore]:
+        store = await self.open_store(tmp_path)
+        yield store
+        await store.close()
+
+    async def test_appended_events_come_back_with_versions_positions_and_metadata(
+        self, store: EventStore
+    ) -> None:
+        before = datetime.now(UTC)
+        recorded = await store.append("s-1", [new(n=1), new(n=2)], expected_version=NO_STREAM)
+        stored = await store.read_stream("s-1")
+        assert stored == recorded
+        assert [e.stream_version for e in stored] == [1, 2]
+        assert [e.position for e in stored] == [1, 2]
+        assert [e.data for e in stored] == [{"n": 1}, {"n": 2}]
+        assert stored[0].metadata == {"correlationId": "c-1"}
+        assert stored[0].type == "Happened" and stored[0].schema_version == 1
+        assert stored[0].time.tzinfo is not None and stored[0].time >= before
+        assert len({e.id for e in stored}) == 2
+
+    async def test_a_stream_is_read_from_a_given_version(self, store: EventStore) -> None:
+        await store.append("s-1", [new(n=n) for n in range(5)])
+        assert [e.stream_version for e in await store.read_stream("s-1", 4)] == [4, 5]
+        assert await store.read_stream("unknown") == []
+
+    async def test_read_all_pages_by_position(self, store: EventStore) -> None:
+        for n in range(5):
+            await store.append(f"s-{n % 2}", [new(n=n)])
+        page = await store.read_all(after=1, limit=3)
+        assert [e.position for e in page] == [2, 3, 4]
+        assert [e.data["n"] for e in page] == [1, 2, 3]
+        assert await store.read_all(after=5) == []
+        assert await store.head() == 5
+
+    async def test_a_wrong_expected_version_raises_and_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        await store.append("s-1", [new()], expected_version=NO_STREAM)
+        with pytest.raises(ConcurrencyError) as caught:
+            await store.append("s-1", [new(), new()], expected_version=0)
+        assert (caught.value.expected, caught.value.actual) == (0, 1)
+        with pytest.raises(ConcurrencyError):
+            await store.append("s-1", [new()], expected_version=2)
+        assert len(await store.read_stream("s-1")) == 1
+        assert await store.head() == 1
+
+    async def test_an_append_is_all_or_nothing(self, store: EventStore) -> None:
+        taken = new(n=0)
+        await store.append("s-1", [taken])
+        with pytest.raises(EventStoreError):
+            await store.append("s-2", [new(n=1), taken, new(n=2)])  # second id is taken
+        assert await store.read_stream("s-2") == []
+        assert await store.head() == 1
+
+    async def test_one_failing_append_does_not_fail_its_batch_neighbours(
+        self, store: EventStore
+    ) -> None:
+        await store.append("s-0", [new()])
+        results = await asyncio.gather(
+            *(store.append(f"s-{n}", [new(n=n)], expected_version=NO_STREAM) for n in range(20)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], ConcurrencyError)
+        assert all(isinstance(r, list) for r in results[1:])
+        assert [e.position for e in await store.read_all()] == list(range(1, 21))
+
+    async def test_concurrent_appenders_get_gapless_positions_and_versions(
+        self, store: EventStore
+    ) -> None:
+        async def writer(n: int) -> None:
+            for i in range(10):
+                await store.append(f"s-{n % 8}", [new(writer=n, i=i), new(writer=n, i=i)])
+
+        await asyncio.gather(*(writer(n) for n in range(32)))
+        events = await store.read_all(limit=10_000)
+        assert [e.position for e in events] == list(range(1, 641))
+        for stream in range(8):
+            versions = [e.stream_version for e in await store.read_stream(f"s-{stream}")]
+            assert versions == list(range(1, 81))
+
+    async def test_racing_writers_on_one_version_have_exactly_one_winner(
+        self, store: EventStore
+    ) -> None:
+        await store.append("s-1", [new()])
+        results = await asyncio.gather(
+            *(store.append("s-1", [new(n=n)], expected_version=1) for n in range(30)),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, list) for r in results) == 1
+        assert all(isinstance(r, (list, ConcurrencyError)) for r in results)
+        assert len(await store.read_stream("s-1")) == 2
+
+    async def test_a_reader_never_sees_a_gap_while_writers_append(self, store: EventStore) -> None:
+        seen: list[int] = []
+
+        async def reader() -> None:
+            while len(seen) < 400:
+                batch = await store.read_all(after=seen[-1] if seen else 0, limit=37)
+                seen.extend(e.position for e in batch)
+                await asyncio.sleep(0)
+
+        async def writer(n: int) -> None:
+            for i in range(20):
+                await store.append(f"s-{n}-{i % 3}", [new(n=n, i=i)])
+
+        await asyncio.gather(reader(), *(writer(n) for n in range(20)))
+        assert seen == list(range(1, 401))
+
+    async def test_a_subscription_is_woken_by_an_append_without_polling(
+        self, tmp_path: Path
+    ) -> None:
+        store = await self.open_store(tmp_path, poll_interval=3600)
+        try:
+            await store.append("s-1", [new(n=1)])
+            batches = store.subscribe(after=0)
+            assert [e.position for e in await anext(batches)] == [1]
+            waiting = asyncio.ensure_future(anext(batches))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            await store.append("s-1", [new(n=2)])
+            batch = await asyncio.wait_for(waiting, 2)
+            assert [e.data["n"] for e in batch] == [2]
+            await batches.aclose()  # type: ignore[attr-defined]
+        finally:
+            await store.close()
+
+    async def test_a_subscription_polls_for_appends_from_another_process(
+        self, tmp_path: Path
+    ) -> None:
+        follower = await self.open_store(tmp_path, poll_interval=0.05)
+        writer = await self.open_store(tmp_path)
+        try:
+            batches = follower.subscribe(after=0)
+            waiting = asyncio.ensure_future(anext(batches))
+            await asyncio.sleep(0.1)
+            await writer.append("s-1", [new(n=1)])
+            batch = await asyncio.wait_for(waiting, 2)
+            assert [e.data["n"] for e in batch] == [1]
+            await batches.aclose()  # type: ignore[attr-defined]
+        finally:
+            await follower.close()
+            await writer.close()
+
+    async def test_events_survive_closing_and_reopening(self, tmp_path: Path) -> None:
+        store = await self.open_store(tmp_path)
+        await store.append("s-1", [new(n=1)])
+        await store.close()
+        store = await self.open_store(tmp_path)
+        try:
+            assert [e.data for e in await store.read_stream("s-1")] == [{"n": 1}]
+            await store.append("s-1", [new(n=2)], expected_version=1)
+        finally:
+            await store.close()
+
+    async def test_old_events_are_upcast_step_by_step_when_read(self, tmp_path: Path) -> None:
+        store = await self.open_store(tmp_path)
+        await store.append("s-1", [NewEvent("Renamed", {"name": "a"}, schema_version=1)])
+        await store.append("s-1", [NewEvent("Renamed", {"newName": "b"}, schema_version=2)])
+        await store.append(
+            "s-1", [NewEvent("Renamed", {"newName": "c", "by": "x"}, schema_version=3)]
+        )
+        await store.close()
+
+        upcasters = Upcasters()
+        upcasters.register("Renamed", 1, lambda d: {"newName": d["name"]})
+        upcasters.register("Renamed", 2, lambda d: {**d, "by": "unknown"})
+        store = await self.open_store(tmp_path, upcasters=upcasters)
+        try:
+            for read in (store.read_stream("s-1"), store.read_all()):
+                events = await read
+                assert [e.schema_version for e in events] == [3, 3, 3]
+                assert [e.data for e in events] == [
+                    {"newName": "a", "by": "unknown"},
+                    {"newName": "b", "by": "unknown"},
+                    {"newName": "c", "by": "x"},
+                ]
+        finally:
+            await store.close()
+
+    async def test_bad_arguments_are_refused_before_anything_is_written(
+        self, store: EventStore
+    ) -> None:
+        with pytest.raises(EventStoreError):
+            await store.append("", [new()])
+        with pytest.raises(EventStoreError):
+            await store.append("s-1", [new()], expected_version=-1)
+        duplicate = new()
+        with pytest.raises(EventStoreError):
+            await store.append("s-1", [duplicate, duplicate])
+        assert await store.head() == 0
+
+    async def test_a_closed_store_refuses_work(self, tmp_path: Path) -> None:
+        store = await self.open_store(tmp_path)
+        await store.close()
+        with pytest.raises(EventStoreError):
+            await store.append("s-1", [new()])
+        with pytest.raises(EventStoreError):
+            await store.read_all()
+
+    async def test_unicode_and_nested_data_round_trip(self, store: EventStore) -> None:
+        data = {"name": "Zürich ☃", "nested": {"list": [1, 2.5, None, True]}}
+        await store.append("s-ü", [NewEvent("T", data, {"k": "v"})])
+        [event] = await store.read_stream("s-ü")
+        assert event.data == data and event.metadata == {"k": "v"}
