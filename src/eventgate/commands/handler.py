@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,7 @@ class CommandHandler:
         self._store = store
         self._codec = codec
         self._routes = dict(routes)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def load(self, aggregate_type: type[Aggregate], stream_id: str) -> Aggregate:
         """The aggregate as of its latest stored event (a fresh one if it has none)."""
@@ -82,13 +85,30 @@ class CommandHandler:
         races = 0
         while True:
             try:
-                return await self._attempt(
-                    aggregate_type, command, expected_version, metadata, command_id
-                )
+                async with self._serialised(command.id):
+                    return await self._attempt(
+                        aggregate_type, command, expected_version, metadata, command_id
+                    )
             except ConcurrencyError:
                 races += 1
                 if expected_version is not None or races >= _RACE_RETRIES:
                     raise
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self, stream_id: str) -> AsyncIterator[None]:
+        """One command per stream at a time in this process, so they never race each other;
+        only writers in other processes can still cause a (retried) concurrency error."""
+        lock, users = self._locks.get(stream_id, (asyncio.Lock(), 0))
+        self._locks[stream_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[stream_id]
+            if users == 1:
+                del self._locks[stream_id]
+            else:
+                self._locks[stream_id] = (lock, users - 1)
 
     async def _attempt(
         self,
