@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from eventgate.errors import ConcurrencyError, EventgateError, EventStoreError
 from eventgate.eventstore.model import NewEvent, RecordedEvent
@@ -56,7 +57,7 @@ _MAX_BATCH_EVENTS = 5000
 
 
 def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(value).decode()
 
 
 @dataclass
@@ -110,8 +111,8 @@ class SQLiteEventStore:
         self._queue.append(_Append(stream_id, list(events), expected_version, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="eventstore-flush")
-        # Shielded: a caller that gives up does not retract an append already queued.
-        return await asyncio.shield(future)
+        # A caller cancelled while waiting does not retract the append: it may still commit.
+        return await future
 
     async def _flush(self) -> None:
         while self._queue:
@@ -143,66 +144,61 @@ class SQLiteEventStore:
         return batch
 
     def _write(self, batch: list[_Append]) -> list[list[RecordedEvent] | EventgateError]:
-        """One transaction for the whole batch (runs on the writer thread)."""
-        connection = self._file.connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            head = connection.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
-            position: int = head[0]
-            time = datetime.now(UTC)
-            outcomes: list[list[RecordedEvent] | EventgateError] = []
-            for request in batch:
-                outcome = self._write_one(connection, request, position, time)
-                if isinstance(outcome, list) and outcome:
-                    position = outcome[-1].position
-                outcomes.append(outcome)
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        return outcomes
+        """One transaction for the whole batch (runs on the writer thread).
 
-    def _write_one(
-        self, connection: sqlite3.Connection, request: _Append, position: int, time: datetime
-    ) -> list[RecordedEvent] | EventgateError:
-        row = connection.execute(
-            "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?",
-            (request.stream_id,),
-        ).fetchone()
-        version: int = row[0]
-        expected = request.expected_version
-        if expected is not None and expected != version:
-            return ConcurrencyError(request.stream_id, expected, version)
-        recorded = [
-            RecordedEvent(
-                id=event.id,
-                stream_id=request.stream_id,
-                stream_version=version + offset,
-                position=position + offset,
-                type=event.type,
-                schema_version=event.schema_version,
-                time=time,
-                data=event.data,
-                metadata=event.metadata,
-            )
-            for offset, event in enumerate(request.events, start=1)
-        ]
+        Fast path: one INSERT for every append in the batch. Only if that hits a
+        constraint (an event id used before) is the batch redone with a SAVEPOINT per
+        append, so the offending append fails alone.
+        """
+        connection = self._file.connection()
+        for isolated in (False, True):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = self._write_batch(connection, batch, isolated)
+                connection.execute("COMMIT")
+                return outcomes
+            except sqlite3.IntegrityError:
+                connection.execute("ROLLBACK")
+                if isolated:
+                    raise
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        raise AssertionError("unreachable: the isolated pass returns or raises")
+
+    def _write_batch(
+        self, connection: sqlite3.Connection, batch: list[_Append], isolated: bool
+    ) -> list[list[RecordedEvent] | EventgateError]:
+        head = connection.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
+        position: int = head[0]
+        versions = _stream_versions(connection, {request.stream_id for request in batch})
+        time = datetime.now(UTC)
         stamp = time.isoformat()
-        rows = [
-            (e.position, e.id, e.stream_id, e.stream_version, e.type, e.schema_version, stamp,
-             _dumps(e.data), _dumps(e.metadata))
-            for e in recorded
-        ]  # fmt: skip
-        connection.execute("SAVEPOINT append")
-        try:
+        outcomes: list[list[RecordedEvent] | EventgateError] = []
+        rows: list[tuple[Any, ...]] = []
+        for request in batch:
+            version = versions.get(request.stream_id, 0)
+            expected = request.expected_version
+            if expected is not None and expected != version:
+                outcomes.append(ConcurrencyError(request.stream_id, expected, version))
+                continue
+            recorded = _recorded(request, version, position, time)
+            request_rows = [_row(event, stamp) for event in recorded]
+            if isolated and not _insert_alone(connection, request_rows):
+                outcomes.append(
+                    EventStoreError(
+                        f"append to {request.stream_id!r} rejected: an event id is already stored"
+                    )
+                )
+                continue
+            rows.extend(request_rows)
+            versions[request.stream_id] = version + len(recorded)
+            position += len(recorded)
+            outcomes.append(recorded)
+        if not isolated:
             connection.executemany(_INSERT, rows)
-        except sqlite3.IntegrityError as e:
-            connection.execute("ROLLBACK TO append")
-            return EventStoreError(f"append to {request.stream_id!r} rejected: {e}")
-        finally:
-            connection.execute("RELEASE append")
-        return recorded
+        return outcomes
 
     # -- reading ----------------------------------------------------------------------
 
@@ -255,7 +251,7 @@ class SQLiteEventStore:
 
     def _decode(self, row: tuple[Any, ...]) -> RecordedEvent:
         position, event_id, stream_id, version, type_name, schema, time, data, metadata = row
-        schema, payload = self._upcasters.upcast(type_name, schema, json.loads(data))
+        schema, payload = self._upcasters.upcast(type_name, schema, orjson.loads(data))
         return RecordedEvent(
             id=event_id,
             stream_id=stream_id,
@@ -265,7 +261,7 @@ class SQLiteEventStore:
             schema_version=schema,
             time=datetime.fromisoformat(time),
             data=payload,
-            metadata=json.loads(metadata),
+            metadata=orjson.loads(metadata),
         )
 
     # -- plumbing ---------------------------------------------------------------------
@@ -285,6 +281,67 @@ class SQLiteEventStore:
 
     def _create_schema(self) -> None:
         self._file.connection().executescript(_SCHEMA)
+
+
+def _stream_versions(connection: sqlite3.Connection, streams: set[str]) -> dict[str, int]:
+    """The current version of each stream that has one, in few queries."""
+    versions: dict[str, int] = {}
+    ordered = sorted(streams)
+    for first in range(0, len(ordered), 500):
+        chunk = ordered[first : first + 500]
+        marks = ", ".join("?" * len(chunk))
+        versions.update(
+            connection.execute(
+                "SELECT stream_id, MAX(stream_version) FROM events "
+                f"WHERE stream_id IN ({marks}) GROUP BY stream_id",
+                chunk,
+            ).fetchall()
+        )
+    return versions
+
+
+def _recorded(request: _Append, version: int, position: int, time: datetime) -> list[RecordedEvent]:
+    return [
+        RecordedEvent(
+            id=event.id,
+            stream_id=request.stream_id,
+            stream_version=version + offset,
+            position=position + offset,
+            type=event.type,
+            schema_version=event.schema_version,
+            time=time,
+            data=event.data,
+            metadata=event.metadata,
+        )
+        for offset, event in enumerate(request.events, start=1)
+    ]
+
+
+def _row(event: RecordedEvent, stamp: str) -> tuple[Any, ...]:
+    return (
+        event.position,
+        event.id,
+        event.stream_id,
+        event.stream_version,
+        event.type,
+        event.schema_version,
+        stamp,
+        _dumps(event.data),
+        _dumps(event.metadata),
+    )
+
+
+def _insert_alone(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> bool:
+    """Insert one append's rows in a savepoint; False (and nothing kept) on a constraint."""
+    connection.execute("SAVEPOINT append")
+    try:
+        connection.executemany(_INSERT, rows)
+    except sqlite3.IntegrityError:
+        connection.execute("ROLLBACK TO append")
+        return False
+    finally:
+        connection.execute("RELEASE append")
+    return True
 
 
 def _check_append(stream_id: str, events: Sequence[NewEvent], expected: int | None) -> None:
