@@ -42,7 +42,7 @@ app = typer.Typer(
 projections_app = typer.Typer(help="Inspect and rebuild the read models.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
@@ -228,3 +228,7 @@ async def _rebuild(data: Path, name: str | None) -> None:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()
