@@ -62,7 +62,7 @@ async def main(data: Path, seed: int) -> None:
     rng = random.Random(seed)
     async with asyncio.TaskGroup() as group:
         group.create_task(system.upsert.run())
-        for n in range(8):
+        for _ in range(8):
             group.create_task(commands(system, random.Random(rng.random())))
         for n in range(4):
             group.create_task(batches(system, random.Random(rng.random()), n))

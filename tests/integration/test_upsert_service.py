@@ -17,10 +17,12 @@ from eventgate.domain.inventory import (
     RenameInventoryItem,
 )
 from eventgate.errors import ProjectionError, StaleCheckpoint
+from eventgate.eventstore.model import RecordedEvent
 from eventgate.hub import Delivery
 from eventgate.inventory import inventory_app
-from eventgate.projections import Projection, RecordChanged
+from eventgate.projections import Projection, RecordChanged, Row
 from eventgate.projections.inventory import item_details, item_list
+from eventgate.projections.projection import Handler
 
 
 async def catch_up(system: System) -> None:
@@ -121,6 +123,16 @@ async def test_checkpoint_and_rows_survive_a_restart(tmp_path: Path) -> None:
         await system.close()
 
 
+def with_n(handler: Handler) -> Handler:
+    """The same handler, adding a column `n` = 1 to every row it returns."""
+
+    def wider(row: Row | None, event: RecordedEvent) -> Row | None:
+        new = handler(None if row is None else {k: v for k, v in row.items() if k != "n"}, event)
+        return None if new is None else {**new, "n": 1}
+
+    return wider
+
+
 async def test_a_projection_whose_shape_changed_is_rebuilt_from_the_log(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     system = await open_system(settings, inventory_app())
@@ -130,10 +142,8 @@ async def test_a_projection_whose_shape_changed_is_rebuilt_from_the_log(tmp_path
 
     app = inventory_app()
     wider = Projection("inventory_item_list", {"id": str, "name": str, "active": bool, "n": int})
-    wider.handlers.update(
-        {t: (lambda h: lambda r, e: {**h(r, e), "n": 1} if h(r, e) else None)(h)
-         for t, h in item_list.handlers.items()}
-    )  # fmt: skip
+    for type_name, handler in item_list.handlers.items():
+        wider.on(type_name)(with_n(handler))
     app = type(app)(app.name, app.commands, app.events, [wider, item_details])
     system = await open_system(settings, app)
     try:
