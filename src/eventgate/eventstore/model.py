@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import uuid_utils
 
@@ -28,12 +28,13 @@ class NewEvent:
     id: str = field(default_factory=_new_event_id)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
+class RecordedEvent(NamedTuple):
     """A stored event, upcast to the current schema version of its type.
 
     `stream_version` counts 1..n within the stream without gaps; `position` is the
-    store-wide order, strictly increasing in commit order.
+    store-wide order, strictly increasing in commit order. A NamedTuple, not a frozen
+    dataclass: it is built once per event on every append and every replay, and costs
+    less than half as much to construct.
     """
 
     id: str

@@ -350,5 +350,5 @@ def _check_append(stream_id: str, events: Sequence[NewEvent], expected: int | No
     if expected is not None and (isinstance(expected, bool) or expected < 0):
         raise EventStoreError(f"expected version must be None or >= 0, not {expected!r}")
     ids = [event.id for event in events]
-    if len(set(ids)) != len(ids):
+    if len(ids) > 1 and len(set(ids)) != len(ids):
         raise EventStoreError("one append cannot hold the same event id twice")
