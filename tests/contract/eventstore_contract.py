@@ -217,6 +217,13 @@ class EventStoreContract:
             await store.append("s-1", [duplicate, duplicate])
         assert await store.head() == 0
 
+    async def test_data_that_is_not_json_fails_that_append_alone(self, store: EventStore) -> None:
+        bad = store.append("s-1", [NewEvent("T", {"tags": {1, 2}})])
+        good = store.append("s-2", [new()])
+        results = await asyncio.gather(bad, good, return_exceptions=True)
+        assert isinstance(results[0], EventStoreError) and isinstance(results[1], list)
+        assert [e.stream_id for e in await store.read_all()] == ["s-2"]
+
     async def test_a_closed_store_refuses_work(self, tmp_path: Path) -> None:
         store = await self.open_store(tmp_path)
         await store.close()

@@ -57,13 +57,19 @@ _MAX_BATCH_EVENTS = 5000
 
 
 def _dumps(value: dict[str, Any]) -> str:
-    return orjson.dumps(value).decode()
+    if not isinstance(value, dict):
+        raise EventStoreError(f"event data and metadata must be JSON objects, not {value!r}")
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as e:  # orjson.JSONEncodeError
+        raise EventStoreError(f"event data is not JSON-serialisable: {e}") from e
 
 
 @dataclass
 class _Append:
     stream_id: str
     events: list[NewEvent]
+    encoded: list[tuple[str, str]]  # (data, metadata) JSON, encoded by the caller
     expected_version: int | None
     future: asyncio.Future[list[RecordedEvent]]
 
@@ -107,8 +113,9 @@ class SQLiteEventStore:
         """Append atomically and durably; `ConcurrencyError` if the version check fails."""
         self._check_open()
         _check_append(stream_id, events, expected_version)
+        encoded = [(_dumps(event.data), _dumps(event.metadata)) for event in events]
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Append(stream_id, list(events), expected_version, future))
+        self._queue.append(_Append(stream_id, list(events), encoded, expected_version, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="eventstore-flush")
         # A caller cancelled while waiting does not retract the append: it may still commit.
@@ -122,6 +129,12 @@ class SQLiteEventStore:
             except sqlite3.Error as e:
                 error = EventStoreError(f"append failed, nothing written: {e}")
                 outcomes = [error] * len(batch)
+            except BaseException as e:
+                # Never strand a waiting appender: fail the batch loudly, then stop.
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(e)
+                raise
             for request, outcome in zip(batch, outcomes, strict=True):
                 if request.future.done():
                     continue
@@ -184,7 +197,10 @@ class SQLiteEventStore:
                 outcomes.append(ConcurrencyError(request.stream_id, expected, version))
                 continue
             recorded = _recorded(request, version, position, time)
-            request_rows = [_row(event, stamp) for event in recorded]
+            request_rows = [
+                _row(event, stamp, data, metadata)
+                for event, (data, metadata) in zip(recorded, request.encoded, strict=True)
+            ]
             if isolated and not _insert_alone(connection, request_rows):
                 outcomes.append(
                     EventStoreError(
@@ -317,7 +333,7 @@ def _recorded(request: _Append, version: int, position: int, time: datetime) -> 
     ]
 
 
-def _row(event: RecordedEvent, stamp: str) -> tuple[Any, ...]:
+def _row(event: RecordedEvent, stamp: str, data: str, metadata: str) -> tuple[Any, ...]:
     return (
         event.position,
         event.id,
@@ -326,8 +342,8 @@ def _row(event: RecordedEvent, stamp: str) -> tuple[Any, ...]:
         event.type,
         event.schema_version,
         stamp,
-        _dumps(event.data),
-        _dumps(event.metadata),
+        data,
+        metadata,
     )
 
 
