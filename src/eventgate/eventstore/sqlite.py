@@ -71,7 +71,16 @@ class _Append:
     events: list[NewEvent]
     encoded: list[tuple[str, str]]  # (data, metadata) JSON, encoded by the caller
     expected_version: int | None
-    future: asyncio.Future[list[RecordedEvent]]
+    future: asyncio.Future[_Landed]
+
+
+@dataclass(frozen=True)
+class _Landed:
+    """Where an append landed: the version and position just before its first event."""
+
+    version: int
+    position: int
+    time: datetime
 
 
 class SQLiteEventStore:
@@ -113,13 +122,16 @@ class SQLiteEventStore:
         """Append atomically and durably; `ConcurrencyError` if the version check fails."""
         self._check_open()
         _check_append(stream_id, events, expected_version)
+        # Encoding and building the result happen here, on the caller's turn, so the writer
+        # thread does nothing but SQL (it shares the GIL with the event loop).
         encoded = [(_dumps(event.data), _dumps(event.metadata)) for event in events]
-        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Landed] = asyncio.get_running_loop().create_future()
         self._queue.append(_Append(stream_id, list(events), encoded, expected_version, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="eventstore-flush")
         # A caller cancelled while waiting does not retract the append: it may still commit.
-        return await future
+        landed = await future
+        return _recorded(stream_id, events, landed)
 
     async def _flush(self) -> None:
         while self._queue:
@@ -156,7 +168,7 @@ class SQLiteEventStore:
         batch, self._queue = self._queue[:taken], self._queue[taken:]
         return batch
 
-    def _write(self, batch: list[_Append]) -> list[list[RecordedEvent] | EventgateError]:
+    def _write(self, batch: list[_Append]) -> list[_Landed | EventgateError]:
         """One transaction for the whole batch (runs on the writer thread).
 
         Fast path: one INSERT for every append in the batch. Only if that hits a
@@ -182,13 +194,13 @@ class SQLiteEventStore:
 
     def _write_batch(
         self, connection: sqlite3.Connection, batch: list[_Append], isolated: bool
-    ) -> list[list[RecordedEvent] | EventgateError]:
+    ) -> list[_Landed | EventgateError]:
         head = connection.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         position: int = head[0]
         versions = _stream_versions(connection, {request.stream_id for request in batch})
         time = datetime.now(UTC)
         stamp = time.isoformat()
-        outcomes: list[list[RecordedEvent] | EventgateError] = []
+        outcomes: list[_Landed | EventgateError] = []
         rows: list[tuple[Any, ...]] = []
         for request in batch:
             version = versions.get(request.stream_id, 0)
@@ -196,11 +208,13 @@ class SQLiteEventStore:
             if expected is not None and expected != version:
                 outcomes.append(ConcurrencyError(request.stream_id, expected, version))
                 continue
-            recorded = _recorded(request, version, position, time)
             request_rows = [
-                _row(event, stamp, data, metadata)
-                for event, (data, metadata) in zip(recorded, request.encoded, strict=True)
-            ]
+                (position + n, event.id, request.stream_id, version + n, event.type,
+                 event.schema_version, stamp, data, metadata)
+                for n, (event, (data, metadata)) in enumerate(
+                    zip(request.events, request.encoded, strict=True), start=1
+                )
+            ]  # fmt: skip
             if isolated and not _insert_alone(connection, request_rows):
                 outcomes.append(
                     EventStoreError(
@@ -209,9 +223,9 @@ class SQLiteEventStore:
                 )
                 continue
             rows.extend(request_rows)
-            versions[request.stream_id] = version + len(recorded)
-            position += len(recorded)
-            outcomes.append(recorded)
+            outcomes.append(_Landed(version, position, time))
+            versions[request.stream_id] = version + len(request_rows)
+            position += len(request_rows)
         if not isolated:
             connection.executemany(_INSERT, rows)
         return outcomes
@@ -316,35 +330,21 @@ def _stream_versions(connection: sqlite3.Connection, streams: set[str]) -> dict[
     return versions
 
 
-def _recorded(request: _Append, version: int, position: int, time: datetime) -> list[RecordedEvent]:
+def _recorded(stream_id: str, events: Sequence[NewEvent], landed: _Landed) -> list[RecordedEvent]:
     return [
         RecordedEvent(
             id=event.id,
-            stream_id=request.stream_id,
-            stream_version=version + offset,
-            position=position + offset,
+            stream_id=stream_id,
+            stream_version=landed.version + n,
+            position=landed.position + n,
             type=event.type,
             schema_version=event.schema_version,
-            time=time,
+            time=landed.time,
             data=event.data,
             metadata=event.metadata,
         )
-        for offset, event in enumerate(request.events, start=1)
+        for n, event in enumerate(events, start=1)
     ]
-
-
-def _row(event: RecordedEvent, stamp: str, data: str, metadata: str) -> tuple[Any, ...]:
-    return (
-        event.position,
-        event.id,
-        event.stream_id,
-        event.stream_version,
-        event.type,
-        event.schema_version,
-        stamp,
-        data,
-        metadata,
-    )
 
 
 def _insert_alone(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> bool:
