@@ -5,16 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eventgate.app import App
+from eventgate.commands.api import command_app
 from eventgate.commands.handler import CommandHandler
+from eventgate.commands.idempotency import IdempotencyStore
 from eventgate.config import Settings
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.sqlite import SQLiteEventStore
+from eventgate.gateway.app import Gateway
+from eventgate.gateway.config import GatewayConfig
+from eventgate.http.etags import ETagCipher, load_or_create_key
 from eventgate.hub.hub import EventHub
+from eventgate.inventory import inventory_app
+from eventgate.inventory_api import PATHS, allowed_methods, inventory_openapi, inventory_routes
 from eventgate.projections.changes import ChangeFeed
 from eventgate.projections.readstore import SQLiteReadStore
 from eventgate.projections.service import UpsertService
+from eventgate.queries.api import query_app
+from eventgate.queries.reader import InventoryReader
 
-__all__ = ["System", "open_system"]
+__all__ = ["HTTPSystem", "System", "open_http", "open_system"]
 
 
 @dataclass
@@ -58,3 +67,46 @@ async def open_system(settings: Settings, app: App) -> System:
         upsert=UpsertService(hub, read_store, feed, batch_size=settings.projection_batch_size),
         commands=CommandHandler(store, EventCodec(app.events), app.commands),
     )
+
+
+@dataclass
+class HTTPSystem:
+    """The gateway in front of the command and query apps of one open `System`."""
+
+    system: System
+    gateway: Gateway
+    idempotency: IdempotencyStore
+
+    async def close(self) -> None:
+        await self.idempotency.close()
+        await self.system.close()
+
+
+async def open_http(settings: Settings, config: GatewayConfig) -> HTTPSystem:
+    """Open the inventory system and wire its three ASGI apps behind the gateway."""
+    system = await open_system(settings, inventory_app())
+    try:
+        key = (
+            bytes.fromhex(config.etag_key_hex)
+            if config.etag_key_hex
+            else load_or_create_key(settings.data_dir / "etag.key")
+        )
+        cipher = ETagCipher(key)
+        idempotency = await IdempotencyStore.open(settings.data_dir / "idempotency.sqlite")
+    except BaseException:
+        await system.close()
+        raise
+    table = inventory_routes()
+    upstreams = {
+        "commands": command_app(system.commands, cipher, idempotency, paths=PATHS),
+        "queries": query_app(
+            InventoryReader(system.read_store),
+            system.feed,
+            cipher,
+            paths=PATHS,
+            allow=allowed_methods(table),
+            consistency_wait=config.consistency_wait,
+        ),
+    }
+    gateway = Gateway(table, upstreams, config, inventory_openapi())
+    return HTTPSystem(system, gateway, idempotency)

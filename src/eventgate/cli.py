@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import uvicorn
+import uvloop
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,10 +28,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from eventgate.bootstrap import System, open_system
+from eventgate.bootstrap import System, open_http, open_system
 from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.errors import EventgateError
 from eventgate.eventstore.model import RecordedEvent
+from eventgate.gateway.config import GatewayConfig, load_config
 from eventgate.inventory import inventory_app
 
 __all__ = ["app", "main"]
@@ -57,7 +63,7 @@ class CliError(Exception):
 
 def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
-        return asyncio.run(main())
+        return uvloop.run(main())
     except (EventgateError, CliError) as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(1) from None
@@ -75,29 +81,89 @@ async def _open_existing(data: Path) -> System:
 
 
 @app.command()
-def up(data: DataDir = DEFAULT_DATA_DIR) -> None:
-    """Run the system on embedded defaults until SIGINT or SIGTERM."""
+def up(
+    data: DataDir = DEFAULT_DATA_DIR,
+    host: Annotated[str, typer.Option(help="Interface the gateway listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Gateway port (0: any free).")] = 8000,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config: consumers, limits, keys.")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback host with no API keys configured.")
+    ] = False,
+) -> None:
+    """Run the gateway, command and query APIs and the upsert service until SIGINT/SIGTERM."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    _run(lambda: _up(Settings(data_dir=data)))
+    _run(lambda: _up(Settings(data_dir=data), load_config(config), host, port, insecure))
 
 
-async def _up(settings: Settings) -> None:
-    system = await open_system(settings, inventory_app())
-    stop = asyncio.Event()
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handling: `up` drains and closes the stores itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _up(
+    settings: Settings, config: GatewayConfig, host: str, port: int, insecure: bool
+) -> None:
+    if not config.auth_enabled and not _is_loopback(host) and not insecure:
+        raise CliError(
+            f"refusing to listen on {host} with no API keys: configure [[gateway.consumers]]"
+            " or pass --insecure"
+        )
+    sock = _bind(host, port)
+    http = await open_http(settings, config)
+    server = _Server(
+        uvicorn.Config(
+            http.gateway,
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    upsert = asyncio.create_task(system.upsert.run(), name="upsert-service")
-    out.print(f"eventgate up: data in {settings.data_dir.resolve()}; upsert service running")
+        loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
+    upsert = asyncio.create_task(http.system.upsert.run(), name="upsert-service")
+    bound_host, bound_port = sock.getsockname()[:2]
+    out.print(
+        f"eventgate up: gateway on http://{bound_host}:{bound_port}"
+        f" (data in {settings.data_dir.resolve()})"
+    )
     try:
-        await stop.wait()
+        await server.serve(sockets=[sock])
     finally:
         upsert.cancel()
         await asyncio.gather(upsert, return_exceptions=True)
-        await system.close()
+        await http.close()
         out.print("eventgate stopped cleanly")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 # -- events -----------------------------------------------------------------------------

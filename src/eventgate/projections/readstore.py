@@ -166,6 +166,24 @@ class SQLiteReadStore:
             lambda: self._get(self._file.connection(), projection, key)
         )
 
+    async def select(
+        self,
+        projection: Projection,
+        where: str,
+        parameters: tuple[Any, ...],
+        order_by: str,
+        limit: int,
+    ) -> list[Row]:
+        """Rows matching `where`. `where` and `order_by` must be constants of the caller's
+        code, never request input: every value goes in through `parameters`."""
+        sql = f"SELECT * FROM {projection.name} WHERE {where} ORDER BY {order_by} LIMIT ?"
+
+        def run() -> list[Row]:
+            cursor = self._file.connection().execute(sql, (*parameters, limit))
+            return [_row(projection, cursor.description, row) for row in cursor.fetchall()]
+
+        return await self._file.on_reader(run)
+
     async def rows(self, projection: Projection) -> list[Row]:
         """Every row of the read model, ordered by key (for checks and exports)."""
         return await self._file.on_reader(self._rows, projection)

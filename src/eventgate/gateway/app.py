@@ -1,0 +1,197 @@
+"""The gateway ASGI app: request ids, limits, authentication, scopes, rate limits, routing.
+
+Checks run in a fixed order, each able to answer on its own:
+request id -> URL size (414) -> authentication (401) -> route (404/405) -> scope (403)
+-> rate limit (429) -> body size (413) -> upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from limits import RateLimitItem
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from eventgate.gateway.config import Consumer, GatewayConfig
+from eventgate.gateway.routes import GatewayRoute, RouteTable
+from eventgate.http.problems import problem
+
+__all__ = ["CONSUMER_HEADER", "Gateway"]
+
+CONSUMER_HEADER = b"x-eventgate-consumer"
+MAX_URL_BYTES = 8192
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_STRIPPED = {CONSUMER_HEADER, b"x-request-id"}
+Admission = tuple[Response | None, "Consumer | None", GatewayRoute | None, dict[str, str]]
+_DOCS_HTML = """<!doctype html><html><head><title>eventgate API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
+
+
+class Gateway:
+    """The public front: in-process upstreams today, the same table for remote ones later."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        upstreams: Mapping[str, ASGIApp],
+        config: GatewayConfig,
+        openapi: Mapping[str, Any],
+    ) -> None:
+        missing = {r.upstream for r in table.routes} - set(upstreams)
+        if missing:
+            raise ValueError(f"routes name unknown upstreams {sorted(missing)}")
+        self._table = table
+        self._upstreams = upstreams
+        self._config = config
+        self._keys = {c.key_sha256: c for c in config.consumers}
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._openapi = orjson.dumps(openapi)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request_id = _request_id(scope)
+        extra = [(b"x-request-id", request_id.encode())]
+        answer, consumer, route, limit_headers = self._admit(scope)
+        extra += [(k.lower().encode(), v.encode()) for k, v in limit_headers.items()]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        if answer is None:
+            answer, receive = await self._limit_body(scope, receive)
+        if answer is not None or route is None:
+            await (answer or problem(404))(scope, receive, send_with_headers)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k not in _STRIPPED]
+        headers.append((b"x-request-id", request_id.encode()))
+        if consumer is not None:
+            headers.append((CONSUMER_HEADER, consumer.name.encode()))
+        upstream = self._upstreams[route.upstream]
+        await upstream({**scope, "headers": headers}, receive, send_with_headers)
+
+    def _admit(self, scope: Scope) -> Admission:
+        """Every check before the body: an answer (or None to go on), who asks, where to,
+        and the rate-limit headers."""
+        path, method = scope["path"], scope["method"]
+        if len(path) + len(scope.get("query_string", b"")) > MAX_URL_BYTES:
+            return problem(414, f"the URL is longer than {MAX_URL_BYTES} bytes"), None, None, {}
+        if path == "/openapi.json" and method in {"GET", "HEAD"}:
+            return Response(self._openapi, media_type="application/json"), None, None, {}
+        if path == "/docs" and method in {"GET", "HEAD"}:
+            return HTMLResponse(_DOCS_HTML), None, None, {}
+        consumer = None
+        if self._config.auth_enabled:
+            consumer = self._authenticate(scope)
+            if consumer is None:
+                answer = problem(401, "send a valid API key", {"WWW-Authenticate": "Bearer"})
+                return answer, None, None, {}
+        route, allowed = self._table.match(method, path)
+        if route is None:
+            if not allowed:
+                return problem(404, f"no resource at {path}", instance=path), consumer, None, {}
+            detail = f"{method} is not allowed here"
+            answer = problem(405, detail, {"Allow": ", ".join(allowed)}, path,
+                             message="Http Method not supported")  # fmt: skip
+            return answer, consumer, None, {}
+        needed = route.needs(method)
+        if consumer is not None and needed not in consumer.scopes | _implied(consumer):
+            answer = problem(403, f"this needs the {needed!r} scope", instance=path)
+            return answer, consumer, None, {}
+        return self._rate_limit(consumer), consumer, route, self._limit_headers(consumer)
+
+    def _authenticate(self, scope: Scope) -> Consumer | None:
+        headers = dict(scope["headers"])
+        key = headers.get(b"x-api-key")
+        authorization = headers.get(b"authorization", b"")
+        if key is None and authorization[:7].lower() == b"bearer ":
+            key = authorization[7:].strip()
+        if not key:
+            return None
+        digest = hashlib.sha256(key).hexdigest()
+        for known, consumer in self._keys.items():
+            if hmac.compare_digest(known, digest):
+                return consumer
+        return None
+
+    def _rate_limit(self, consumer: Consumer | None) -> Response | None:
+        if consumer is None or consumer.rate_limit is None:
+            return None
+        if self._limiter.hit(consumer.rate_limit, consumer.name):
+            return None
+        reset = self._seconds_to_reset(consumer.rate_limit, consumer.name)
+        return problem(429, f"rate limit {consumer.rate_limit} exceeded",
+                       {"Retry-After": str(reset)})  # fmt: skip
+
+    def _limit_headers(self, consumer: Consumer | None) -> dict[str, str]:
+        if consumer is None or consumer.rate_limit is None:
+            return {}
+        stats = self._limiter.get_window_stats(consumer.rate_limit, consumer.name)
+        return {
+            "RateLimit-Limit": str(consumer.rate_limit.amount),
+            "RateLimit-Remaining": str(max(stats.remaining, 0)),
+            "RateLimit-Reset": str(self._seconds_to_reset(consumer.rate_limit, consumer.name)),
+        }
+
+    def _seconds_to_reset(self, limit: RateLimitItem, name: str) -> int:
+        stats = self._limiter.get_window_stats(limit, name)
+        return max(1, round(stats.reset_time - time.time()))
+
+    async def _limit_body(self, scope: Scope, receive: Receive) -> tuple[Response | None, Receive]:
+        """413 past the body limit; bodies without Content-Length are buffered to count them."""
+        limit = self._config.max_body_bytes
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return problem(400, "malformed Content-Length"), receive
+            if int(length) > limit:
+                return problem(413, f"the body is larger than {limit} bytes"), receive
+            return None, receive
+        if scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+            return None, receive
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return problem(413, f"the body is larger than {limit} bytes"), receive
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+
+        async def replay() -> Message:
+            nonlocal body
+            message, body = {"type": "http.request", "body": body, "more_body": False}, b""
+            return message
+
+        return None, replay
+
+
+def _implied(consumer: Consumer) -> frozenset[str]:
+    return frozenset({"read", "write"}) if "admin" in consumer.scopes else frozenset()
+
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _REQUEST_ID.match(text):
+                return text
+    return str(uuid.uuid4())

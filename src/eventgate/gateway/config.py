@@ -1,0 +1,97 @@
+"""The gateway's settings from the TOML config file: consumers, scopes, limits."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from limits import RateLimitItem, parse
+
+from eventgate.errors import ConfigError
+
+__all__ = ["SCOPES", "Consumer", "GatewayConfig", "load_config"]
+
+SCOPES = frozenset({"read", "write", "admin"})
+_HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One API client: its name, the SHA-256 of its key, its scopes and rate limit."""
+
+    name: str
+    key_sha256: str
+    scopes: frozenset[str]
+    rate_limit: RateLimitItem | None = None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    consumers: Sequence[Consumer] = ()
+    max_body_bytes: int = 1024 * 1024
+    consistency_wait: float = 2.0
+    etag_key_hex: str | None = None
+    functions: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.consumers)
+
+
+def load_config(path: Path | None) -> GatewayConfig:
+    """Read and check the config file; every problem is a ConfigError naming the field."""
+    if path is None:
+        return GatewayConfig()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from e
+    gateway = _table(document.get("gateway", {}), "gateway")
+    consumers = [_consumer(c, n) for n, c in enumerate(gateway.get("consumers", []))]
+    names = [c.name for c in consumers]
+    if len(set(names)) != len(names):
+        raise ConfigError("gateway.consumers: two consumers share a name")
+    return GatewayConfig(
+        consumers=consumers,
+        max_body_bytes=_positive_int(gateway.get("max_body_bytes", 1024 * 1024), "max_body_bytes"),
+        consistency_wait=float(gateway.get("consistency_wait", 2.0)),
+        etag_key_hex=gateway.get("etag_key_hex"),
+        functions=tuple(document.get("functions", ())),
+    )
+
+
+def _consumer(raw: object, index: int) -> Consumer:
+    where = f"gateway.consumers[{index}]"
+    table = _table(raw, where)
+    name, digest = table.get("name"), str(table.get("key_sha256", "")).lower()
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name must be a non-empty string")
+    if not _HEX_SHA256.match(digest):
+        raise ConfigError(f"{where}.key_sha256 must be 64 hex digits (sha256 of the key)")
+    scopes = frozenset(table.get("scopes", ()))
+    if not scopes or not scopes <= SCOPES:
+        raise ConfigError(f"{where}.scopes must be a non-empty subset of {sorted(SCOPES)}")
+    rate = table.get("rate_limit")
+    try:
+        limit = parse(rate) if rate is not None else None
+    except ValueError as e:
+        raise ConfigError(f"{where}.rate_limit {rate!r} is not like '20/second'") from e
+    return Consumer(name, digest, scopes, limit)
+
+
+def _table(raw: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    return raw
+
+
+def _positive_int(raw: object, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+        raise ConfigError(f"gateway.{where} must be a positive integer")
+    return raw

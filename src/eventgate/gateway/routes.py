@@ -1,0 +1,49 @@
+"""The declarative route table: (methods, path pattern) -> upstream name."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["GatewayRoute", "RouteTable"]
+
+
+@dataclass(frozen=True)
+class GatewayRoute:
+    """Requests with one of `methods` on a path matching `pattern` go to `upstream`.
+    `scope` is what the consumer needs; by default read for safe methods, else write."""
+
+    methods: frozenset[str]
+    pattern: str
+    upstream: str
+    scope: str | None = None
+
+    def needs(self, method: str) -> str:
+        if self.scope is not None:
+            return self.scope
+        return "read" if method in {"GET", "HEAD", "OPTIONS"} else "write"
+
+
+class RouteTable:
+    """Matches a request to a route, or says which methods its path would allow."""
+
+    def __init__(self, routes: Iterable[GatewayRoute]) -> None:
+        self.routes = list(routes)
+        self._compiled = [(_compile(r.pattern), r) for r in self.routes]
+
+    def match(self, method: str, path: str) -> tuple[GatewayRoute | None, list[str]]:
+        """The route for (method, path), and every method allowed on that path."""
+        allowed: list[str] = []
+        found = None
+        for regex, route in self._compiled:
+            if regex.fullmatch(path):
+                allowed += [m for m in sorted(route.methods) if m not in allowed]
+                if method in route.methods and found is None:
+                    found = route
+        return found, allowed
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[a-z_]+\})", pattern)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
