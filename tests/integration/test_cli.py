@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from eventgate.bootstrap import open_system
 from eventgate.config import Settings
 from eventgate.domain.inventory import CheckInItemsToInventory, CreateInventoryItem
 from eventgate.inventory import inventory_app
+from tests.e2e.server import Server
 
 
 def eventgate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -91,32 +90,22 @@ def test_an_invalid_option_value_is_a_usage_error_without_traceback(data: Path) 
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def test_up_runs_the_upsert_service_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eventgate.cli", "up", "--data", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    assert "upsert service running" in process.stdout.readline()
-
-    async def write_and_wait() -> int:
-        system = await open_system(Settings(data_dir=tmp_path), inventory_app())
-        try:
-            await system.commands.execute(CreateInventoryItem("a", "widget"))
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                status = {s.name: s.lag for s in await system.upsert.status()}
-                if set(status.values()) == {0}:
-                    return 0
-                await asyncio.sleep(0.05)
-            return 1
-        finally:
-            await system.close()
-
-    assert asyncio.run(write_and_wait()) == 0  # the running service picked the event up
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=10)
-    assert process.returncode == 0, stderr
+def test_up_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    server = Server(tmp_path).start()
+    try:
+        with server.client() as client:
+            created = client.post("/api/inventory-items", json={"name": "widget"})
+            assert created.status_code == 202
+            token = created.headers["Consistency-Token"]
+            item = client.get(created.headers["Location"], headers={"Consistency-Token": token})
+            assert item.status_code == 200 and item.json()["name"] == "widget"
+    finally:
+        code, stdout, stderr = server.stop()
+    assert code == 0, stderr
     assert "stopped cleanly" in stdout
+
+
+def test_up_refuses_a_public_interface_without_api_keys(tmp_path: Path) -> None:
+    result = eventgate("up", "--data", str(tmp_path), "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 1
+    assert "refusing to listen on 0.0.0.0 with no API keys" in result.stderr

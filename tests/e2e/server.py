@@ -1,0 +1,54 @@
+"""A real `eventgate up` process on a free loopback port, for tests over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Server:
+    """Start with `start()`; `url` is where the gateway listens; stop by signal or kill -9."""
+
+    def __init__(self, data: Path, *args: str) -> None:
+        self.data = data
+        self.args = args
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.banner = ""
+
+    def start(self) -> Server:
+        command = [sys.executable, "-m", "eventgate.cli", "up", "--data", str(self.data)]
+        self.process = subprocess.Popen(
+            [*command, "--port", "0", *self.args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        assert self.process.stdout is not None
+        self.banner = self.process.stdout.readline()
+        found = re.search(r"http://[\d.]+:\d+", self.banner)
+        if found is None:
+            self.stop(signal.SIGKILL)
+            raise RuntimeError(f"eventgate up did not start: {self.banner!r}")
+        self.url = found.group(0)
+        return self
+
+    def client(self, **options: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10, **options)  # type: ignore[arg-type]
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
+        """Stop the process; returns (exit code, rest of stdout, stderr)."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+        stdout, stderr = self.process.communicate(timeout=20)
+        return self.process.returncode, stdout, stderr
