@@ -1,0 +1,49 @@
+"""One real `eventgate up` per test module, on a temporary data directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.server import Server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("data")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+def create(client: httpx.Client, name: str = "widget", **extra: object) -> httpx.Response:
+    response = client.post("/api/inventory-items", json={"name": name, **extra})
+    assert response.status_code == 202, response.text
+    return response
+
+
+def item_url(response: httpx.Response) -> str:
+    return response.headers["Location"]
+
+
+def read(client: httpx.Client, accepted: httpx.Response, **headers: str) -> httpx.Response:
+    """GET the item of a 202, waiting for the write to be visible (read-your-writes)."""
+    token = accepted.headers["Consistency-Token"]
+    return client.get(item_url(accepted), headers={"Consistency-Token": token, **headers})
+
+
+def stock(
+    client: httpx.Client, url: str, model: str, count: object, **headers: str
+) -> httpx.Response:
+    return client.post(
+        url,
+        content=f'{{"count": {count!r}}}'.replace("'", '"'),
+        headers={"Content-Type": f"application/json; domain-model={model}", **headers},
+    )
