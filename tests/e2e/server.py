@@ -38,8 +38,8 @@ class Server:
         self.banner = self.process.stdout.readline()
         found = re.search(r"http://[\d.]+:\d+", self.banner)
         if found is None:
-            self.stop(signal.SIGKILL)
-            raise RuntimeError(f"eventgate up did not start: {self.banner!r}")
+            _, _, stderr = self.stop(signal.SIGKILL)
+            raise RuntimeError(f"eventgate up did not start: {self.banner!r} {stderr}")
         self.url = found.group(0)
         return self
 
