@@ -1,0 +1,185 @@
+"""HTTP benchmark through the gateway, with wrk on loopback (64 connections, bounded time),
+beside a bare hello-world app on the same stack (Starlette, uvicorn, uvloop, httptools).
+
+Usage: python bench/http.py [--json] [--seconds 5]   (needs wrk: apt-get install wrk)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is called http.py, so its own folder on sys.path would shadow the standard
+# library's `http` package for everything imported below (httpx included).
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+CONNECTIONS = 64
+SEED_ITEMS = 1000
+
+POST_CREATE = """
+wrk.method = "POST"
+wrk.body = '{"name": "bench item"}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+PUT_RENAME = """
+local ids = {}
+for line in io.lines("%s") do ids[#ids + 1] = line end
+local n = 0
+request = function()
+  n = n + 1
+  local id = ids[(n %% #ids) + 1]
+  return wrk.format("PUT", "/api/inventory-items/" .. id,
+    {["Content-Type"] = "application/json"}, '{"newName": "renamed ' .. n .. '"}')
+end
+"""
+HEADER = """
+wrk.headers["%s"] = '%s'
+"""
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_eventgate(data: Path) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eventgate.cli", "up", "--data", str(data), "--port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert process.stdout is not None
+    found = re.search(r"http://[\d.]+:\d+", process.stdout.readline())
+    if found is None:
+        raise SystemExit("eventgate up did not start")
+    return process, found.group(0)
+
+
+def start_bare() -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bare:app", "--port", str(port), "--loop", "uvloop",
+         "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT / "bench" / "apps", text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit("the bare app did not start")
+
+
+def wrk(url: str, seconds: int, script: str | None = None) -> tuple[float, float]:
+    """(requests/s, p99 ms) of one wrk run; non-2xx/3xx answers make it fail loudly."""
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script or "")
+    output = subprocess.run([*command, "-s", lua.name], capture_output=True, text=True).stdout
+    os.unlink(lua.name)
+    if "Non-2xx or 3xx responses" in output:
+        raise SystemExit(f"wrk saw errors against {url}:\n{output}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return rps, p99
+
+
+def seed(url: str, directory: Path) -> tuple[str, str, Path]:
+    """Create items; returns one item's path, its ETag, and a file listing every id."""
+    ids = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for n in range(SEED_ITEMS):
+            ids.append(
+                client.post("/api/inventory-items", json={"name": f"item {n:04d}"}).json()["id"]
+            )
+        last = client.post(f"/api/inventory-items/{ids[0]}", content=b'{"count": 5}',
+                           headers={"Content-Type": "application/json; domain-model=CheckInItemsToInventory"})  # fmt: skip
+        details = client.get(last.headers["Location"],
+                             headers={"Consistency-Token": last.headers["Consistency-Token"]})  # fmt: skip
+    listing = directory / "ids.txt"
+    listing.write_text("\n".join(ids) + "\n")
+    return f"/api/inventory-items/{ids[0]}", details.headers["ETag"], listing
+
+
+def run(seconds: int) -> dict[str, object]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/http.py needs wrk: apt-get install wrk")
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        bare, bare_url = start_bare()
+        try:
+            say("bare hello-world ...")
+            results["bare_rps"], results["bare_p99_ms"] = wrk(bare_url + "/", seconds)
+        finally:
+            bare.send_signal(signal.SIGTERM)
+            bare.wait()
+        gateway, url = start_eventgate(directory / "data")
+        try:
+            say(f"seeding {SEED_ITEMS} items ...")
+            item, etag, ids = seed(url, directory)
+            scenarios = {
+                "get_item": (url + item, None),
+                "get_item_304": (url + item, HEADER % ("If-None-Match", etag)),
+                "get_list": (url + "/api/inventory-items", None),
+                "post_create": (url + "/api/inventory-items", POST_CREATE),
+                "put_rename": (url + "/", PUT_RENAME % ids),
+            }
+            for key, (target, script) in scenarios.items():
+                say(f"{key} ...")
+                results[f"{key}_rps"], results[f"{key}_p99_ms"] = wrk(target, seconds, script)
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait()
+    results = {k: round(v, 1) if isinstance(v, float) else v for k, v in results.items()}
+    results["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
+    results["date"] = time.strftime("%Y-%m-%d")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
+    options = parser.parse_args()
+    results = run(options.seconds)
+    for key, value in results.items():
+        print(f"{key:>22}  {value}")
+    bare = float(results["bare_rps"])  # type: ignore[arg-type]
+    print(f"{'get_item / bare':>22}  {float(results['get_item_rps']) / bare:.2f} (target >= 0.5)")  # type: ignore[arg-type]
+    print(
+        f"{'post_create / bare':>22}  {float(results['post_create_rps']) / bare:.2f} (target >= 0.25)"
+    )  # type: ignore[arg-type]
+    if options.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
