@@ -21,6 +21,7 @@ from eventgate.projections.changes import ChangeFeed
 from eventgate.projections.readstore import SQLiteReadStore
 from eventgate.projections.service import UpsertService
 from eventgate.queries.api import query_app
+from eventgate.queries.cache import ViewCache
 from eventgate.queries.reader import InventoryReader
 
 __all__ = ["HTTPSystem", "System", "open_http", "open_system"]
@@ -100,7 +101,9 @@ async def open_http(settings: Settings, config: GatewayConfig) -> HTTPSystem:
     upstreams = {
         "commands": command_app(system.commands, cipher, idempotency, paths=PATHS),
         "queries": query_app(
-            InventoryReader(system.read_store),
+            InventoryReader(
+                system.read_store, ViewCache(system.feed, InventoryReader.cached_views)
+            ),
             system.feed,
             cipher,
             paths=PATHS,

@@ -21,19 +21,25 @@ __all__ = ["SQLiteFile", "connect_sqlite"]
 T = TypeVar("T")
 
 
-def connect_sqlite(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode with the durability settings eventgate relies on."""
+def connect_sqlite(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A connection in autocommit mode, in WAL mode, with the given synchronous level."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
     return connection
+
+
+_SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}  # the only two levels eventgate uses
 
 
 class SQLiteFile:
     """Thread-bound connections to one file; `on_writer`/`on_reader` run calls on them."""
 
-    def __init__(self, path: Path, *, name: str, readers: int = 2) -> None:
+    def __init__(
+        self, path: Path, *, name: str, readers: int = 2, synchronous: str = "FULL"
+    ) -> None:
         self.path = Path(path)
+        self._synchronous = synchronous
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"{name}-reader")
         self._local = threading.local()
@@ -44,7 +50,7 @@ class SQLiteFile:
         """This thread's connection, opened on first use."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = connect_sqlite(self.path)
+            connection = connect_sqlite(self.path, self._synchronous)
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)

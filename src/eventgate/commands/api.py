@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import msgspec
 import orjson
+import uuid_utils
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -81,7 +82,7 @@ class InventoryCommands:
     async def create(self, request: Request) -> Response:
         _command_model(request, "CreateInventoryItem", required=False)
         body = _decode(await request.body(), CreateBody)
-        item_id = _client_id(body.id) if body.id is not None else str(uuid.uuid4())
+        item_id = _client_id(body.id) if body.id is not None else str(uuid_utils.uuid4())
         return await self._execute(request, CreateInventoryItem(item_id, body.name), None)
 
     async def rename(self, request: Request) -> Response:
@@ -104,7 +105,7 @@ class InventoryCommands:
 
     async def _execute(self, request: Request, command: Command, if_match: str | None) -> Response:
         expected = self._expected_version(command.id, if_match)
-        metadata = {"correlationId": request.headers.get("x-request-id") or str(uuid.uuid4())}
+        metadata = {"correlationId": request.headers.get("x-request-id") or str(uuid_utils.uuid4())}
         consumer = request.headers.get(CONSUMER_HEADER)
         if consumer:
             metadata["consumer"] = consumer

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import uuid_utils
 
 from eventgate.domain.aggregate import Aggregate
 from eventgate.domain.messages import Command
@@ -19,7 +20,7 @@ from eventgate.errors import (
 )
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.model import RecordedEvent
-from eventgate.eventstore.protocol import EventStore
+from eventgate.eventstore.protocol import NO_STREAM, EventStore
 
 __all__ = ["CommandHandler", "CommandResult"]
 
@@ -74,7 +75,7 @@ class CommandHandler:
         aggregate_type = self._routes.get(type(command))
         if aggregate_type is None:
             raise ConfigError(f"no aggregate handles {type(command).__name__}")
-        command_id = command_id or str(uuid.uuid4())
+        command_id = command_id or str(uuid_utils.uuid4())
         metadata = {
             "correlationId": command_id,
             **(metadata or {}),
@@ -118,6 +119,8 @@ class CommandHandler:
         metadata: dict[str, Any],
         command_id: str,
     ) -> CommandResult:
+        if command.creates and expected_version in (None, NO_STREAM):
+            return await self._create(aggregate_type, command, metadata, command_id)
         aggregate, last_position = await self._load(aggregate_type, command.id)
         if command.creates and aggregate.exists:
             raise AggregateAlreadyExists(command.id)
@@ -131,6 +134,26 @@ class CommandHandler:
         if not pending:
             return CommandResult(command_id, command.id, loaded_version, last_position)
         recorded = await self._store.append(command.id, pending, expected_version=loaded_version)
+        return CommandResult(
+            command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
+        )
+
+    async def _create(
+        self,
+        aggregate_type: type[Aggregate],
+        command: Command,
+        metadata: dict[str, Any],
+        command_id: str,
+    ) -> CommandResult:
+        """A creating command needs no history: decide on a fresh aggregate and let the
+        store's NO_STREAM check refuse an id that is taken (one read fewer per create)."""
+        aggregate = aggregate_type(command.id)
+        aggregate.handle(command)
+        pending = [self._codec.encode(event, metadata) for event in aggregate.collect_pending()]
+        try:
+            recorded = await self._store.append(command.id, pending, expected_version=NO_STREAM)
+        except ConcurrencyError:
+            raise AggregateAlreadyExists(command.id) from None
         return CommandResult(
             command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
         )

@@ -11,11 +11,11 @@ import hashlib
 import hmac
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import uuid_utils
 from limits import RateLimitItem
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -194,4 +194,4 @@ def _request_id(scope: Scope) -> str:
             text: str = value.decode("latin-1")
             if _REQUEST_ID.match(text):
                 return text
-    return str(uuid.uuid4())
+    return str(uuid_utils.uuid4())

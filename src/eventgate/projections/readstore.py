@@ -54,7 +54,9 @@ class SQLiteReadStore:
     def __init__(self, path: Path, projections: Iterable[Projection]) -> None:
         self.path = Path(path)
         self.projections = {p.name: p for p in projections}
-        self._file = SQLiteFile(self.path, name="readstore")
+        # NORMAL, not FULL: a change and its checkpoint still commit atomically, so a power
+        # loss can only take both back together, and they are replayed from the durable log.
+        self._file = SQLiteFile(self.path, name="readstore", synchronous="NORMAL")
 
     @classmethod
     async def open(cls, path: Path, projections: Iterable[Projection]) -> SQLiteReadStore:

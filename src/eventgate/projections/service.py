@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from eventgate.errors import StaleCheckpoint
 from eventgate.hub.hub import EventHub
-from eventgate.projections.changes import ChangeFeed
+from eventgate.projections.changes import ChangeFeed, RecordChanged
 from eventgate.projections.projection import Projection
 from eventgate.projections.readstore import SQLiteReadStore
 
@@ -84,7 +84,11 @@ class UpsertService:
                     if until is not None and delivery.position >= until:
                         return
             except StaleCheckpoint as e:
+                # Another process moved this read model (a rebuild, say): anything derived
+                # from it in this process is suspect, so announce a change to every row.
                 _log.info("%s; resuming from the stored checkpoint", e)
+                everything = RecordChanged(projection.name, "*", checkpoint)
+                await self._feed.publish(projection.name, checkpoint, [everything])
 
     async def rebuild(self, projection: Projection, progress: Progress | None = None) -> int:
         """Empty `projection` and replay the log into it up to today's head; returns the head."""

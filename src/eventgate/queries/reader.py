@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import ClassVar
 
 import orjson
 
@@ -12,6 +15,7 @@ from eventgate.http.problems import HTTPProblem
 from eventgate.projections.inventory import item_details, item_list
 from eventgate.projections.projection import Row
 from eventgate.projections.readstore import SQLiteReadStore
+from eventgate.queries.cache import ViewCache
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_QUERY", "InventoryReader", "ItemPage"]
 
@@ -50,12 +54,33 @@ class InventoryReader:
 
     list_view = item_list.name
     details_view = item_details.name
+    cached_views: ClassVar[Mapping[str, bool]] = MappingProxyType(
+        {list_view: False, details_view: True}  # view -> is one row's change local to it?
+    )
 
-    def __init__(self, read_store: SQLiteReadStore) -> None:
+    def __init__(self, read_store: SQLiteReadStore, cache: ViewCache | None = None) -> None:
         self._store = read_store
+        self._cache = cache
 
     async def items(self, limit: int, cursor: str | None, q: str | None) -> ItemPage:
         """Active items ordered by name then id, `limit` per page, optionally matching `q`."""
+        if self._cache is None:
+            return await self._items(limit, cursor, q)
+        page: ItemPage = await self._cache.get(
+            self.list_view, (limit, cursor, q), lambda: self._items(limit, cursor, q)
+        )
+        return page
+
+    async def item(self, item_id: str) -> Row | None:
+        """The details row of one item (deactivated ones too), or None."""
+        if self._cache is None:
+            return await self._store.get(item_details, item_id)
+        row: Row | None = await self._cache.get(
+            self.details_view, item_id, lambda: self._store.get(item_details, item_id)
+        )
+        return row
+
+    async def _items(self, limit: int, cursor: str | None, q: str | None) -> ItemPage:
         where: list[str] = ["active = 1"]
         parameters: list[str] = []
         if cursor is not None:
@@ -69,7 +94,3 @@ class InventoryReader:
         )
         page = [{"id": row["id"], "name": row["name"]} for row in rows[:limit]]
         return ItemPage(page, _cursor(rows[limit - 1]) if len(rows) > limit else None)
-
-    async def item(self, item_id: str) -> Row | None:
-        """The details row of one item (deactivated ones too), or None."""
-        return await self._store.get(item_details, item_id)
