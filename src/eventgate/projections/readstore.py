@@ -118,10 +118,11 @@ class SQLiteReadStore:
         self, connection: sqlite3.Connection, projection: Projection, delivery: Delivery
     ) -> dict[str, Row]:
         """New rows by key, each with the position of the event that last changed it."""
+        stored = self._get_many(connection, projection, {e.stream_id for e in delivery.events})
         changed: dict[str, Row] = {}
         for event in delivery.events:
             key = event.stream_id
-            current = changed.get(key) or self._get(connection, projection, key)
+            current = changed.get(key) or stored.get(key)
             if current is not None:
                 current = {c: v for c, v in current.items() if c != "_position"}
             new = projection.apply(current, event)
@@ -196,6 +197,24 @@ class SQLiteReadStore:
         )
         row = cursor.fetchone()
         return None if row is None else _row(projection, cursor.description, row)
+
+    def _get_many(
+        self, connection: sqlite3.Connection, projection: Projection, keys: set[str]
+    ) -> dict[str, Row]:
+        """The stored rows of `keys`, in one query per 500 keys."""
+        found: dict[str, Row] = {}
+        ordered = sorted(keys)
+        for first in range(0, len(ordered), 500):
+            chunk = ordered[first : first + 500]
+            cursor = connection.execute(
+                f"SELECT * FROM {projection.name} WHERE {projection.key} IN"
+                f" ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for values in cursor.fetchall():
+                row = _row(projection, cursor.description, values)
+                found[row[projection.key]] = row
+        return found
 
     def _rows(self, projection: Projection) -> list[Row]:
         cursor = self._file.connection().execute(
