@@ -25,8 +25,9 @@ check: $(STAMP)  ## format, lint and type checks
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## the benchmarks under bench/
+bench: $(STAMP)  ## the benchmarks under bench/ (http.py needs wrk: apt-get install wrk)
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/http.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
