@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ __all__ = ["SCOPES", "Consumer", "GatewayConfig", "load_config"]
 
 SCOPES = frozenset({"read", "write", "admin"})
 _HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEX_KEY = re.compile(r"^[0-9a-fA-F]{128}$")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,6 @@ class GatewayConfig:
     max_body_bytes: int = 1024 * 1024
     consistency_wait: float = 2.0
     etag_key_hex: str | None = None
-    functions: Sequence[str] = field(default_factory=tuple)
 
     @property
     def auth_enabled(self) -> bool:
@@ -57,12 +57,17 @@ def load_config(path: Path | None) -> GatewayConfig:
     names = [c.name for c in consumers]
     if len(set(names)) != len(names):
         raise ConfigError("gateway.consumers: two consumers share a name")
+    wait = gateway.get("consistency_wait", 2.0)
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 60:
+        raise ConfigError("gateway.consistency_wait must be a number of seconds from 0 to 60")
+    key = gateway.get("etag_key_hex")
+    if key is not None and not (isinstance(key, str) and _HEX_KEY.match(key)):
+        raise ConfigError("gateway.etag_key_hex must be 128 hex digits (a 64-byte key)")
     return GatewayConfig(
         consumers=consumers,
         max_body_bytes=_positive_int(gateway.get("max_body_bytes", 1024 * 1024), "max_body_bytes"),
-        consistency_wait=float(gateway.get("consistency_wait", 2.0)),
-        etag_key_hex=gateway.get("etag_key_hex"),
-        functions=tuple(document.get("functions", ())),
+        consistency_wait=float(wait),
+        etag_key_hex=key,
     )
 
 
