@@ -9,14 +9,15 @@ in progress.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SQLiteFile", "connect_sqlite"]
+__all__ = ["SQLiteFile", "connect_sqlite", "in_chunks", "write_transaction"]
 
 T = TypeVar("T")
 
@@ -30,6 +31,28 @@ def connect_sqlite(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
 
 
 _SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}  # the only two levels eventgate uses
+
+
+@contextlib.contextmanager
+def write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """`BEGIN IMMEDIATE` (take the write lock now), COMMIT on success, ROLLBACK on any error."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def in_chunks(keys: Iterable[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+    """`keys` in sorted chunks, each with its `?, ?, ...` placeholders for an IN (...) list
+    (SQLite caps the bound parameters of one statement)."""
+    ordered = sorted(keys)
+    for first in range(0, len(ordered), size):
+        chunk = ordered[first : first + size]
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 class SQLiteFile:

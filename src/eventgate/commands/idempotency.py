@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from eventgate.sqlitefile import SQLiteFile
+from eventgate.sqlitefile import SQLiteFile, write_transaction
 
 __all__ = ["Claimed", "IdempotencyStore", "InFlight", "Mismatch", "Replay"]
 
@@ -91,8 +91,7 @@ class IdempotencyStore:
 
     def _claim(self, scope: str, fingerprint: str, now: float) -> Outcome:
         connection = self._file.connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(connection):
             connection.execute(
                 "DELETE FROM idempotency_keys"
                 " WHERE created < ? OR (status IS NULL AND created < ?)",
@@ -115,10 +114,6 @@ class IdempotencyStore:
                 outcome = InFlight()
             else:
                 outcome = Replay(row[1], orjson.loads(row[2]), bytes(row[3]))
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         return outcome
 
     def _complete(self, scope: str, status: int, headers: dict[str, str], body: bytes) -> None:

@@ -31,7 +31,7 @@ from eventgate.errors import ConcurrencyError, EventgateError, EventStoreError
 from eventgate.eventstore.model import NewEvent, RecordedEvent
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
-from eventgate.sqlitefile import SQLiteFile
+from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
 
 __all__ = ["SQLiteEventStore"]
 
@@ -177,19 +177,12 @@ class SQLiteEventStore:
         """
         connection = self._file.connection()
         for isolated in (False, True):
-            connection.execute("BEGIN IMMEDIATE")
             try:
-                outcomes = self._write_batch(connection, batch, isolated)
-                connection.execute("COMMIT")
-                return outcomes
+                with write_transaction(connection):
+                    return self._write_batch(connection, batch, isolated)
             except sqlite3.IntegrityError:
-                connection.execute("ROLLBACK")
                 if isolated:
                     raise
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
         raise AssertionError("unreachable: the isolated pass returns or raises")
 
     def _write_batch(
@@ -316,10 +309,7 @@ class SQLiteEventStore:
 def _stream_versions(connection: sqlite3.Connection, streams: set[str]) -> dict[str, int]:
     """The current version of each stream that has one, in few queries."""
     versions: dict[str, int] = {}
-    ordered = sorted(streams)
-    for first in range(0, len(ordered), 500):
-        chunk = ordered[first : first + 500]
-        marks = ", ".join("?" * len(chunk))
+    for chunk, marks in in_chunks(streams):
         versions.update(
             connection.execute(
                 "SELECT stream_id, MAX(stream_version) FROM events "

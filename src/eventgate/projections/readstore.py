@@ -18,7 +18,7 @@ from eventgate.errors import ProjectionError, StaleCheckpoint
 from eventgate.hub.hub import Delivery
 from eventgate.projections.changes import RecordChanged
 from eventgate.projections.projection import COLUMN_TYPES, Projection, Row
-from eventgate.sqlitefile import SQLiteFile
+from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
 
 __all__ = ["SQLiteReadStore"]
 
@@ -96,8 +96,7 @@ class SQLiteReadStore:
 
     def _apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
         connection = self._file.connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(connection):
             stored = _checkpoint(connection, projection.name)
             if stored != delivery.after:
                 raise StaleCheckpoint(
@@ -106,10 +105,6 @@ class SQLiteReadStore:
             changed = self._fold(connection, projection, delivery)
             self._upsert(connection, projection, changed.values())
             _set_checkpoint(connection, projection.name, delivery.position)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         return [
             RecordChanged(projection.name, key, row["_position"]) for key, row in changed.items()
         ]
@@ -150,16 +145,11 @@ class SQLiteReadStore:
 
     def _reset(self, projection: Projection) -> None:
         connection = self._file.connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(connection):
             connection.execute(f"DROP TABLE IF EXISTS {projection.name}")
             for statement in _table_sql(projection):
                 connection.execute(statement)
             _set_checkpoint(connection, projection.name, 0)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
 
     # -- reading ----------------------------------------------------------------------
 
@@ -203,13 +193,9 @@ class SQLiteReadStore:
     ) -> dict[str, Row]:
         """The stored rows of `keys`, in one query per 500 keys."""
         found: dict[str, Row] = {}
-        ordered = sorted(keys)
-        for first in range(0, len(ordered), 500):
-            chunk = ordered[first : first + 500]
+        for chunk, marks in in_chunks(keys):
             cursor = connection.execute(
-                f"SELECT * FROM {projection.name} WHERE {projection.key} IN"
-                f" ({', '.join('?' * len(chunk))})",
-                chunk,
+                f"SELECT * FROM {projection.name} WHERE {projection.key} IN ({marks})", chunk
             )
             for values in cursor.fetchall():
                 row = _row(projection, cursor.description, values)
