@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eventgate.gateway.routes import GatewayRoute, RouteTable
+from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.queries.reader import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY
 
 __all__ = ["PATHS", "allowed_methods", "inventory_openapi", "inventory_routes"]
@@ -14,19 +14,18 @@ PATHS: Mapping[str, Sequence[str]] = {
     "collection": ("/api/inventory-items", "/api/InventoryItem"),  # canonical, then reference 004's
     "item": ("/api/inventory-items/{id}", "/api/InventoryItem/{id}"),
 }
-_READ = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def inventory_routes() -> RouteTable:
     routes = []
     for path in PATHS["collection"]:
         routes += [
-            GatewayRoute(_READ, path, "queries"),
+            GatewayRoute(SAFE_METHODS, path, "queries"),
             GatewayRoute(frozenset({"POST"}), path, "commands"),
         ]
     for path in PATHS["item"]:
         routes += [
-            GatewayRoute(_READ, path, "queries"),
+            GatewayRoute(SAFE_METHODS, path, "queries"),
             GatewayRoute(frozenset({"POST", "PUT", "DELETE"}), path, "commands"),
         ]
     return RouteTable(routes)

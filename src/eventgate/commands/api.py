@@ -38,13 +38,11 @@ from eventgate.domain.messages import Command
 from eventgate.errors import AggregateNotFound, EventgateError
 from eventgate.http.consistency import encode_token
 from eventgate.http.etags import ETagCipher, parse_etags
+from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.media import JSON, parse_media_type, response_type
 from eventgate.http.problems import HTTPProblem, problem_for, render_error
 
-__all__ = ["CONSUMER_HEADER", "command_app"]
-
-CONSUMER_HEADER = "x-eventgate-consumer"
-"""Set by the gateway after authentication; any client-sent value is dropped there."""
+__all__ = ["command_app"]
 
 _REPLAYED_HEADERS = ("location", "consistency-token", "content-type", "command-id")
 
@@ -105,7 +103,9 @@ class InventoryCommands:
 
     async def _execute(self, request: Request, command: Command, if_match: str | None) -> Response:
         expected = self._expected_version(command.id, if_match)
-        metadata = {"correlationId": request.headers.get("x-request-id") or str(uuid_utils.uuid4())}
+        metadata = {
+            "correlationId": request.headers.get(REQUEST_ID_HEADER) or str(uuid_utils.uuid4())
+        }
         consumer = request.headers.get(CONSUMER_HEADER)
         if consumer:
             metadata["consumer"] = consumer

@@ -16,22 +16,23 @@ from typing import Any
 
 import orjson
 import uuid_utils
-from limits import RateLimitItem
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventgate.gateway.config import Consumer, GatewayConfig
-from eventgate.gateway.routes import GatewayRoute, RouteTable
+from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
+from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
 
-__all__ = ["CONSUMER_HEADER", "Gateway"]
+__all__ = ["Gateway"]
 
-CONSUMER_HEADER = b"x-eventgate-consumer"
 MAX_URL_BYTES = 8192
+_CONSUMER = CONSUMER_HEADER.encode()
+_REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
-_STRIPPED = {CONSUMER_HEADER, b"x-request-id"}
+_STRIPPED = {_CONSUMER, _REQUEST_ID_HEADER}
 Admission = tuple[Response | None, "Consumer | None", GatewayRoute | None, dict[str, str]]
 _DOCS_HTML = """<!doctype html><html><head><title>eventgate API</title>
 <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
@@ -64,8 +65,9 @@ class Gateway:
         if scope["type"] != "http":
             return
         request_id = _request_id(scope)
-        extra = [(b"x-request-id", request_id.encode())]
-        answer, consumer, route, limit_headers = self._admit(scope)
+        extra = [(_REQUEST_ID_HEADER, request_id.encode())]
+        request_headers = dict(scope["headers"])
+        answer, consumer, route, limit_headers = self._admit(scope, request_headers)
         extra += [(k.lower().encode(), v.encode()) for k, v in limit_headers.items()]
 
         async def send_with_headers(message: Message) -> None:
@@ -74,18 +76,18 @@ class Gateway:
             await send(message)
 
         if answer is None:
-            answer, receive = await self._limit_body(scope, receive)
+            answer, receive = await self._limit_body(scope, request_headers, receive)
         if answer is not None or route is None:
             await (answer or problem(404))(scope, receive, send_with_headers)
             return
         headers = [(k, v) for k, v in scope["headers"] if k not in _STRIPPED]
-        headers.append((b"x-request-id", request_id.encode()))
+        headers.append((_REQUEST_ID_HEADER, request_id.encode()))
         if consumer is not None:
-            headers.append((CONSUMER_HEADER, consumer.name.encode()))
+            headers.append((_CONSUMER, consumer.name.encode()))
         upstream = self._upstreams[route.upstream]
         await upstream({**scope, "headers": headers}, receive, send_with_headers)
 
-    def _admit(self, scope: Scope) -> Admission:
+    def _admit(self, scope: Scope, headers: Mapping[bytes, bytes]) -> Admission:
         """Every check before the body: an answer (or None to go on), who asks, where to,
         and the rate-limit headers."""
         path, method = scope["path"], scope["method"]
@@ -97,7 +99,7 @@ class Gateway:
             return HTMLResponse(_DOCS_HTML), None, None, {}
         consumer = None
         if self._config.auth_enabled:
-            consumer = self._authenticate(scope)
+            consumer = self._authenticate(headers)
             if consumer is None:
                 answer = problem(401, "send a valid API key", {"WWW-Authenticate": "Bearer"})
                 return answer, None, None, {}
@@ -113,10 +115,10 @@ class Gateway:
         if consumer is not None and needed not in consumer.scopes | _implied(consumer):
             answer = problem(403, f"this needs the {needed!r} scope", instance=path)
             return answer, consumer, None, {}
-        return self._rate_limit(consumer), consumer, route, self._limit_headers(consumer)
+        limited, limit_headers = self._rate_limit(consumer)
+        return limited, consumer, route, limit_headers
 
-    def _authenticate(self, scope: Scope) -> Consumer | None:
-        headers = dict(scope["headers"])
+    def _authenticate(self, headers: Mapping[bytes, bytes]) -> Consumer | None:
         key = headers.get(b"x-api-key")
         authorization = headers.get(b"authorization", b"")
         if key is None and authorization[:7].lower() == b"bearer ":
@@ -129,40 +131,37 @@ class Gateway:
                 return consumer
         return None
 
-    def _rate_limit(self, consumer: Consumer | None) -> Response | None:
+    def _rate_limit(self, consumer: Consumer | None) -> tuple[Response | None, dict[str, str]]:
+        """Count this request against the consumer's limit: a 429 past it (or None), and the
+        RateLimit-* headers either way."""
         if consumer is None or consumer.rate_limit is None:
-            return None
-        if self._limiter.hit(consumer.rate_limit, consumer.name):
-            return None
-        reset = self._seconds_to_reset(consumer.rate_limit, consumer.name)
-        return problem(429, f"rate limit {consumer.rate_limit} exceeded",
-                       {"Retry-After": str(reset)})  # fmt: skip
-
-    def _limit_headers(self, consumer: Consumer | None) -> dict[str, str]:
-        if consumer is None or consumer.rate_limit is None:
-            return {}
-        stats = self._limiter.get_window_stats(consumer.rate_limit, consumer.name)
-        return {
-            "RateLimit-Limit": str(consumer.rate_limit.amount),
+            return None, {}
+        limit = consumer.rate_limit
+        allowed = self._limiter.hit(limit, consumer.name)
+        stats = self._limiter.get_window_stats(limit, consumer.name)
+        reset = str(max(1, round(stats.reset_time - time.time())))
+        headers = {
+            "RateLimit-Limit": str(limit.amount),
             "RateLimit-Remaining": str(max(stats.remaining, 0)),
-            "RateLimit-Reset": str(self._seconds_to_reset(consumer.rate_limit, consumer.name)),
+            "RateLimit-Reset": reset,
         }
+        if allowed:
+            return None, headers
+        return problem(429, f"rate limit {limit} exceeded", {"Retry-After": reset}), headers
 
-    def _seconds_to_reset(self, limit: RateLimitItem, name: str) -> int:
-        stats = self._limiter.get_window_stats(limit, name)
-        return max(1, round(stats.reset_time - time.time()))
-
-    async def _limit_body(self, scope: Scope, receive: Receive) -> tuple[Response | None, Receive]:
+    async def _limit_body(
+        self, scope: Scope, headers: Mapping[bytes, bytes], receive: Receive
+    ) -> tuple[Response | None, Receive]:
         """413 past the body limit; bodies without Content-Length are buffered to count them."""
         limit = self._config.max_body_bytes
-        length = dict(scope["headers"]).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
                 return problem(400, "malformed Content-Length"), receive
             if int(length) > limit:
                 return problem(413, f"the body is larger than {limit} bytes"), receive
             return None, receive
-        if scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+        if scope["method"] in SAFE_METHODS:
             return None, receive
         chunks, size = [], 0
         while True:
@@ -190,7 +189,7 @@ def _implied(consumer: Consumer) -> frozenset[str]:
 
 def _request_id(scope: Scope) -> str:
     for key, value in scope["headers"]:
-        if key == b"x-request-id":
+        if key == _REQUEST_ID_HEADER:
             text: str = value.decode("latin-1")
             if _REQUEST_ID.match(text):
                 return text

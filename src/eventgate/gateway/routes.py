@@ -6,7 +6,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["GatewayRoute", "RouteTable"]
+__all__ = ["SAFE_METHODS", "GatewayRoute", "RouteTable"]
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods that read; they need the `read` scope, every other method `write`."""
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class GatewayRoute:
     def needs(self, method: str) -> str:
         if self.scope is not None:
             return self.scope
-        return "read" if method in {"GET", "HEAD", "OPTIONS"} else "write"
+        return "read" if method in SAFE_METHODS else "write"
 
 
 class RouteTable:
