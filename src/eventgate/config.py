@@ -34,10 +34,6 @@ class Settings:
     def read_store_path(self) -> Path:
         return self.data_dir / "readmodels.sqlite"
 
-    @property
-    def checkpoints_path(self) -> Path:
-        return self.data_dir / "checkpoints.sqlite"
-
     def ensure_data_dir(self) -> None:
         """Create the data directory, or fail with one clear line."""
         try:
