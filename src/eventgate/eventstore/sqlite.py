@@ -9,8 +9,9 @@ Why it is correct:
   positions become visible strictly in order: a gap can never be filled in later.
 - `UNIQUE(stream_id, stream_version)` backs the version check with a constraint.
 - Appends that arrive while a batch is being written wait for the next batch: one
-  fsync then serves many appenders (group commit). Each append in a batch is its own
-  SAVEPOINT, so one failing append never takes its neighbours down with it.
+  fsync then serves many appenders (group commit). A failed version check fails only its
+  own append; if a constraint fails (an event id stored before), the batch is redone with
+  a SAVEPOINT per append, so one bad append never takes its neighbours down with it.
 - `synchronous=FULL` makes every COMMIT durable before `append` returns.
 """
 
