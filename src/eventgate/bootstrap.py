@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eventgate.app import App
 from eventgate.commands.api import command_app
@@ -11,8 +13,14 @@ from eventgate.commands.idempotency import IdempotencyStore
 from eventgate.config import Settings
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.sqlite import SQLiteEventStore
+from eventgate.functions.admin import admin_app, admin_routes
+from eventgate.functions.api import Function
+from eventgate.functions.context import Services
+from eventgate.functions.store import FunctionStore
+from eventgate.functions.worker import FunctionWorker
 from eventgate.gateway.app import Gateway
 from eventgate.gateway.config import GatewayConfig
+from eventgate.gateway.routes import RouteTable
 from eventgate.http.etags import ETagCipher, load_or_create_key
 from eventgate.hub.hub import EventHub
 from eventgate.inventory import inventory_app
@@ -24,7 +32,7 @@ from eventgate.queries.api import query_app
 from eventgate.queries.cache import ViewCache
 from eventgate.queries.reader import InventoryReader
 
-__all__ = ["HTTPSystem", "System", "open_http", "open_system"]
+__all__ = ["HTTPSystem", "System", "function_worker", "open_http", "open_system"]
 
 
 @dataclass
@@ -39,8 +47,10 @@ class System:
     feed: ChangeFeed
     upsert: UpsertService
     commands: CommandHandler
+    functions: FunctionStore
 
     async def close(self) -> None:
+        await self.functions.close()
         await self.store.close()
         await self.read_store.close()
 
@@ -56,6 +66,12 @@ async def open_system(settings: Settings, app: App) -> System:
     except BaseException:
         await store.close()
         raise
+    try:
+        functions = await FunctionStore.open(settings.functions_path)
+    except BaseException:
+        await store.close()
+        await read_store.close()
+        raise
     hub = EventHub(store)
     feed = ChangeFeed()
     return System(
@@ -67,7 +83,25 @@ async def open_system(settings: Settings, app: App) -> System:
         feed=feed,
         upsert=UpsertService(hub, read_store, feed, batch_size=settings.projection_batch_size),
         commands=CommandHandler(store, EventCodec(app.events), app.commands),
+        functions=functions,
     )
+
+
+def function_worker(
+    system: System,
+    functions: Sequence[Function],
+    settings: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> FunctionWorker:
+    """A worker that runs `functions` for `system`; `settings` become `ctx.settings`."""
+    services = Services(
+        store=system.store,
+        commands=system.commands,
+        functions=system.functions,
+        data_dir=system.settings.data_dir,
+        settings=dict(settings or {}),
+    )
+    return FunctionWorker(functions, services, **options)
 
 
 @dataclass
@@ -97,7 +131,7 @@ async def open_http(settings: Settings, config: GatewayConfig) -> HTTPSystem:
     except BaseException:
         await system.close()
         raise
-    table = inventory_routes()
+    table = RouteTable([*inventory_routes().routes, *admin_routes()])
     upstreams = {
         "commands": command_app(system.commands, cipher, idempotency, paths=PATHS),
         "queries": query_app(
@@ -110,6 +144,7 @@ async def open_http(settings: Settings, config: GatewayConfig) -> HTTPSystem:
             allow=allowed_methods(table),
             consistency_wait=config.consistency_wait,
         ),
+        "admin": admin_app(system.functions, system.store),
     }
     gateway = Gateway(table, upstreams, config, inventory_openapi())
     return HTTPSystem(system, gateway, idempotency)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eventgate.errors import ConfigError
 
-__all__ = ["DEFAULT_DATA_DIR", "Settings"]
+__all__ = ["DEFAULT_DATA_DIR", "Settings", "read_toml"]
 
 DEFAULT_DATA_DIR = Path(".eventgate")
 
@@ -34,6 +36,10 @@ class Settings:
     def read_store_path(self) -> Path:
         return self.data_dir / "readmodels.sqlite"
 
+    @property
+    def functions_path(self) -> Path:
+        return self.data_dir / "functions.sqlite"
+
     def ensure_data_dir(self) -> None:
         """Create the data directory, or fail with one clear line."""
         try:
@@ -42,3 +48,13 @@ class Settings:
             raise ConfigError(f"cannot create data directory {self.data_dir}: {e}") from e
         if not self.data_dir.is_dir():
             raise ConfigError(f"data directory {self.data_dir} is not a directory")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The config file as a dict, or a ConfigError saying in one line what is wrong."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from e

@@ -8,9 +8,11 @@ EventgateError
 ├── AggregateAlreadyExists       a creating command targets an existing stream  (409)
 ├── ConcurrencyError             the stream is not at the expected version      (412)
 ├── EventStoreError              the store cannot serve the request
-│   └── UnknownEventType         a stored type name no codec or upcaster knows
+│   ├── UnknownEventType         a stored type name no codec or upcaster knows
+│   └── DuplicateEvent           an appended event id is already stored
 ├── ProjectionError              a projection cannot be applied or rebuilt
 │   └── StaleCheckpoint          another runner moved the checkpoint first
+├── DeadLetterNotFound           no dead letter has that id                      (404)
 └── ConfigError                  bad settings, found at start-up
 """
 
@@ -21,7 +23,9 @@ __all__ = [
     "AggregateNotFound",
     "ConcurrencyError",
     "ConfigError",
+    "DeadLetterNotFound",
     "DomainError",
+    "DuplicateEvent",
     "EventStoreError",
     "EventgateError",
     "InvalidCommand",
@@ -84,12 +88,24 @@ class UnknownEventType(EventStoreError):
     """A stored event names a type or schema version that nothing can decode."""
 
 
+class DuplicateEvent(EventStoreError):
+    """An append carries an event id that is already stored; nothing of it was written."""
+
+
 class ProjectionError(EventgateError):
     """A projection cannot be applied, rebuilt or found."""
 
 
 class StaleCheckpoint(ProjectionError):
     """The stored checkpoint is not where this runner left it; it must reload and resume."""
+
+
+class DeadLetterNotFound(EventgateError):
+    """No dead letter has the given id (it was replayed successfully, or discarded)."""
+
+    def __init__(self, letter_id: int) -> None:
+        super().__init__(f"no dead letter {letter_id}")
+        self.letter_id = letter_id
 
 
 class ConfigError(EventgateError):

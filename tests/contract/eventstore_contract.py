@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eventgate.errors import ConcurrencyError, EventStoreError
+from eventgate.errors import ConcurrencyError, DuplicateEvent, EventStoreError
 from eventgate.eventstore import NO_STREAM, EventStore, NewEvent, Upcasters
 
 
@@ -75,7 +75,7 @@ class EventStoreContract:
     async def test_an_append_is_all_or_nothing(self, store: EventStore) -> None:
         taken = new(n=0)
         await store.append("s-1", [taken])
-        with pytest.raises(EventStoreError):
+        with pytest.raises(DuplicateEvent):
             await store.append("s-2", [new(n=1), taken, new(n=2)])  # second id is taken
         assert await store.read_stream("s-2") == []
         assert await store.head() == 1

@@ -78,8 +78,8 @@ class CommandHandler:
         command_id = command_id or str(uuid_utils.uuid4())
         metadata = {
             "correlationId": command_id,
-            **(metadata or {}),
             "causationId": command_id,
+            **(metadata or {}),
             "commandId": command_id,
             "commandType": type(command).__name__,
         }

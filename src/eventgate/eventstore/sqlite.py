@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from eventgate.errors import ConcurrencyError, EventgateError, EventStoreError
+from eventgate.errors import ConcurrencyError, DuplicateEvent, EventgateError, EventStoreError
 from eventgate.eventstore.model import NewEvent, RecordedEvent
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
@@ -211,7 +211,7 @@ class SQLiteEventStore:
             ]  # fmt: skip
             if isolated and not _insert_alone(connection, request_rows):
                 outcomes.append(
-                    EventStoreError(
+                    DuplicateEvent(
                         f"append to {request.stream_id!r} rejected: an event id is already stored"
                     )
                 )

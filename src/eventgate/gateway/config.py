@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from limits import RateLimitItem, parse
 
+from eventgate.config import read_toml
 from eventgate.errors import ConfigError
 
 __all__ = ["SCOPES", "Consumer", "GatewayConfig", "load_config"]
@@ -46,12 +46,7 @@ def load_config(path: Path | None) -> GatewayConfig:
     """Read and check the config file; every problem is a ConfigError naming the field."""
     if path is None:
         return GatewayConfig()
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config {path} is not valid TOML: {e}") from e
+    document = read_toml(path)
     gateway = _table(document.get("gateway", {}), "gateway")
     consumers = [_consumer(c, n) for n, c in enumerate(gateway.get("consumers", []))]
     names = [c.name for c in consumers]

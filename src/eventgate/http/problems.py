@@ -14,6 +14,7 @@ from eventgate.errors import (
     AggregateAlreadyExists,
     AggregateNotFound,
     ConcurrencyError,
+    DeadLetterNotFound,
     EventgateError,
     InvalidCommand,
     RuleViolation,
@@ -26,6 +27,7 @@ PROBLEM_JSON = "application/problem+json"
 # Walked along the exception's class hierarchy, most specific first (as Starlette does).
 _STATUS: Mapping[type[Exception], int] = {
     AggregateNotFound: 404,
+    DeadLetterNotFound: 404,
     AggregateAlreadyExists: 409,
     ConcurrencyError: 412,
     RuleViolation: 409,

@@ -1,0 +1,118 @@
+"""The admin API: functions and their dead letters over HTTP (behind the gateway, scope admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from eventgate.errors import EventgateError
+from eventgate.eventstore.protocol import EventStore
+from eventgate.functions.store import FunctionStore
+from eventgate.gateway.routes import GatewayRoute
+from eventgate.http.problems import HTTPProblem, render_error
+
+__all__ = ["ADMIN_PATHS", "admin_app", "admin_routes", "function_rows"]
+
+ADMIN_PATHS = {
+    "functions": "/admin/functions",
+    "letters": "/admin/dead-letters",
+    "letter": "/admin/dead-letters/{id}",
+    "replay_one": "/admin/dead-letters/{id}/replay",
+    "replay_all": "/admin/dead-letters/replay",
+}
+
+
+def admin_routes(upstream: str = "admin") -> list[GatewayRoute]:
+    """The gateway's routes to the admin API; every method needs the `admin` scope."""
+    methods = {
+        "functions": {"GET"},
+        "letters": {"GET"},
+        "replay_all": {"POST"},
+        "letter": {"GET", "DELETE"},
+        "replay_one": {"POST"},
+    }
+    return [
+        GatewayRoute(frozenset(methods[key]), path, upstream, scope="admin")
+        for key, path in ADMIN_PATHS.items()
+    ]
+
+
+async def function_rows(functions: FunctionStore, store: EventStore) -> list[dict[str, Any]]:
+    """Each registered function with its checkpoint, lag behind the log and failure counts."""
+    head = await store.head()
+    return [
+        {
+            "name": f.name,
+            "triggers": f.triggers,
+            "checkpoint": f.checkpoint,
+            "lag": head - f.checkpoint,
+            "invocations": f.invocations,
+            "failures": f.failures,
+            "dead_letters": f.dead_letters,
+        }
+        for f in await functions.status()
+    ]
+
+
+class AdminAPI:
+    def __init__(self, functions: FunctionStore, store: EventStore) -> None:
+        self._functions = functions
+        self._store = store
+
+    async def list_functions(self, request: Request) -> Response:
+        return _json({"functions": await function_rows(self._functions, self._store)})
+
+    async def list_letters(self, request: Request) -> Response:
+        letters = await self._functions.dead_letters(request.query_params.get("function"))
+        return _json({"dead_letters": [letter.to_json() for letter in letters]})
+
+    async def show_letter(self, request: Request) -> Response:
+        letter = await self._functions.dead_letter_by_id(_letter_id(request))
+        return _json(letter.to_json())
+
+    async def replay_one(self, request: Request) -> Response:
+        count = await self._functions.request_replay(letter_id=_letter_id(request))
+        return _json({"replaying": count}, 202)
+
+    async def replay_all(self, request: Request) -> Response:
+        function = request.query_params.get("function")
+        return _json({"replaying": await self._functions.request_replay(function=function)}, 202)
+
+    async def discard(self, request: Request) -> Response:
+        await self._functions.discard(_letter_id(request))
+        return Response(status_code=204)
+
+
+def _letter_id(request: Request) -> int:
+    raw = request.path_params["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise HTTPProblem(404, f"no dead letter {raw[:40]}")
+    return int(raw)
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def admin_app(functions: FunctionStore, store: EventStore) -> Starlette:
+    api = AdminAPI(functions, store)
+    routes = [
+        Route(ADMIN_PATHS["functions"], api.list_functions, methods=["GET"]),
+        Route(ADMIN_PATHS["letters"], api.list_letters, methods=["GET"]),
+        Route(ADMIN_PATHS["replay_all"], api.replay_all, methods=["POST"]),
+        Route(ADMIN_PATHS["letter"], api.show_letter, methods=["GET"]),
+        Route(ADMIN_PATHS["letter"], api.discard, methods=["DELETE"]),
+        Route(ADMIN_PATHS["replay_one"], api.replay_one, methods=["POST"]),
+    ]
+    handlers = {
+        HTTPProblem: render_error,
+        HTTPException: render_error,
+        EventgateError: render_error,
+    }
+    return Starlette(routes=routes, exception_handlers=handlers)

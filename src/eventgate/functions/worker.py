@@ -1,0 +1,82 @@
+"""A functions worker: leases a fair share of the partitions and runs every function on them.
+
+Any number of workers (in `eventgate up` and in `eventgate serve functions` processes) on
+one data directory compete for the partitions. Each heartbeat a worker renews its leases,
+claims free ones up to its fair share, and gives back any above it only after its runners
+have stopped them and saved their checkpoints, so two workers never run one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import uuid_utils
+
+from eventgate.errors import ConfigError
+from eventgate.functions.api import Function
+from eventgate.functions.context import Services
+from eventgate.functions.runner import FunctionRunner
+
+__all__ = ["FunctionWorker"]
+
+log = logging.getLogger("eventgate.functions")
+
+
+class FunctionWorker:
+    """Runs `functions` on the partitions this worker leases, until cancelled."""
+
+    def __init__(
+        self,
+        functions: Sequence[Function],
+        services: Services,
+        *,
+        heartbeat: float = 1.0,
+        ttl: float = 5.0,
+        **runner_options: Any,
+    ) -> None:
+        names = [f.name for f in functions]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two functions share a name: {sorted(names)}")
+        if not 0 < heartbeat < ttl:
+            raise ConfigError("a worker needs 0 < heartbeat < ttl")
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid_utils.uuid4().hex[:8]}"
+        self.functions = list(functions)
+        self._services = services
+        self._heartbeat = heartbeat
+        self._ttl = ttl
+        partitions = services.functions.partitions
+        self.runners = [
+            FunctionRunner(f, services, self.id, partitions, **runner_options) for f in functions
+        ]
+        self.owned: frozenset[int] = frozenset()
+
+    async def run(self) -> None:
+        """Heartbeat and rebalance until cancelled; then stop cleanly and give up the leases."""
+        store = self._services.functions
+        await store.register(self.functions)
+        for runner in self.runners:
+            runner.start()
+        try:
+            while True:
+                await self.rebalance()
+                await asyncio.sleep(self._heartbeat)
+        finally:
+            await asyncio.gather(*(runner.stop() for runner in self.runners))
+            await store.leave(self.id)
+
+    async def rebalance(self) -> None:
+        """One heartbeat: renew, claim, and hand back what is above the fair share."""
+        store = self._services.functions
+        lease = await store.rebalance(self.id, self._ttl)
+        keep = frozenset(sorted(lease.owned)[: lease.fair_share])
+        if keep != self.owned:
+            log.info("worker %s runs partitions %s", self.id, sorted(keep) or "none")
+        await asyncio.gather(*(runner.assign(keep) for runner in self.runners))
+        self.owned = keep
+        if lease.owned - keep:
+            await store.rebalance(self.id, self._ttl, release=lease.owned - keep)
