@@ -1,4 +1,10 @@
-"""The functions part of the config file: `functions = [...]` and `[function_settings]`."""
+"""The functions part of the config file.
+
+functions = ["my_module"]        # modules with @function definitions
+reference_functions = true       # the inventory's low-stock alert and audit trail
+[function_settings]              # what functions see as ctx.settings
+low_stock_threshold = 5
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ class FunctionsConfig:
 
     modules: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
+    reference: bool = True
 
 
 def load_functions_config(path: Path | None) -> FunctionsConfig:
@@ -31,4 +38,7 @@ def load_functions_config(path: Path | None) -> FunctionsConfig:
     settings = document.get("function_settings", {})
     if not isinstance(settings, dict):
         raise ConfigError("function_settings must be a table")
-    return FunctionsConfig(tuple(modules), settings)
+    reference = document.get("reference_functions", True)
+    if not isinstance(reference, bool):
+        raise ConfigError("reference_functions must be true or false")
+    return FunctionsConfig(tuple(modules), settings, reference)

@@ -1,0 +1,15 @@
+"""The `eventgate` command line: run the system; inspect events, projections and functions."""
+
+from __future__ import annotations
+
+from eventgate.cli import functions, inspect, up
+from eventgate.cli.common import app
+
+__all__ = ["app", "main"]
+
+_COMMANDS = (functions, inspect, up)  # imported for the commands they register on `app`
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

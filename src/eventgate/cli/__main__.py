@@ -1,0 +1,5 @@
+"""`python -m eventgate.cli`."""
+
+from eventgate.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""What every `eventgate` command shares: the Typer app, consoles, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import uvloop
+from rich.console import Console
+
+from eventgate.bootstrap import System, open_system
+from eventgate.config import Settings
+from eventgate.errors import EventgateError
+from eventgate.inventory import inventory_app
+
+__all__ = ["CliError", "DataDir", "app", "err", "open_existing", "out", "run", "setup_logging"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="eventgate: event-driven API services on one machine or many.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[
+    Path,
+    typer.Option("--data", help="Data directory (event store, read models, checkpoints)."),
+]
+
+
+class CliError(Exception):
+    """A problem to report in one line on stderr, exiting non-zero."""
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `main` on uvloop; eventgate's own errors become one line and exit code 1."""
+    try:
+        return uvloop.run(main())
+    except (EventgateError, CliError) as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def open_existing(data: Path) -> System:
+    """Open the system on a data directory that must already hold an event store."""
+    settings = Settings(data_dir=data)
+    if not settings.event_store_path.is_file():
+        raise CliError(f"no event store in {data} (start with `eventgate up --data {data}`)")
+    return await open_system(settings, inventory_app())

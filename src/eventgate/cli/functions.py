@@ -1,0 +1,249 @@
+"""Functions on the command line: list them, run workers, operate the dead-letter store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from eventgate.bootstrap import function_worker, open_system
+from eventgate.cli.common import CliError, DataDir, app, err, open_existing, out, run, setup_logging
+from eventgate.config import DEFAULT_DATA_DIR, Settings
+from eventgate.functions.admin import function_rows
+from eventgate.functions.api import Function
+from eventgate.functions.config import load_functions_config
+from eventgate.functions.loader import REFERENCE_MODULE, load_functions
+from eventgate.functions.store import DeadLetterRecord, FunctionStore
+from eventgate.inventory import inventory_app
+
+__all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
+
+functions_app = typer.Typer(help="Inspect the functions.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect, replay and discard dead letters.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run one part of eventgate on its own.", no_args_is_help=True)
+app.add_typer(functions_app, name="functions")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(serve_app, name="serve")
+
+FunctionModules = Annotated[
+    list[str] | None,
+    typer.Option("--functions", help="Module with @function definitions (repeatable)."),
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
+FunctionFilter = Annotated[str | None, typer.Option("--function", help="Only this function.")]
+
+WORKER_POLL_INTERVAL = 0.02
+"""How often a worker process looks for events appended by other processes (seconds)."""
+
+
+@dataclass(frozen=True)
+class ChosenFunctions:
+    functions: list[Function]
+    settings: Mapping[str, Any]
+
+
+def chosen_functions(config: Path | None, modules: list[str] | None) -> ChosenFunctions:
+    """The reference functions (unless the config turns them off), the config's modules
+    and the `--functions` modules, loaded; errors end the program in one line."""
+    try:
+        configured = load_functions_config(config)
+        reference = [REFERENCE_MODULE] if configured.reference else []
+        loaded = load_functions([*reference, *configured.modules, *(modules or [])])
+    except Exception as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    return ChosenFunctions(loaded, configured.settings)
+
+
+# -- functions list ---------------------------------------------------------------------
+
+
+@functions_app.command("list")
+def functions_list(
+    data: DataDir = DEFAULT_DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Every function that has run here: triggers, checkpoint, lag, failures, dead letters."""
+
+    async def rows() -> list[dict[str, Any]]:
+        system = await open_existing(data)
+        try:
+            return await function_rows(system.functions, system.store)
+        finally:
+            await system.close()
+
+    found = run(rows)
+    if as_json:
+        sys.stdout.write(json.dumps({"functions": found}) + "\n")
+        return
+    table = Table("function", "triggers", "checkpoint", "lag", "invocations", "failures", "dead")
+    for row in found:
+        table.add_row(
+            row["name"],
+            ", ".join(row["triggers"]),
+            *(str(row[k]) for k in ("checkpoint", "lag", "invocations", "failures")),
+            str(row["dead_letters"]),
+        )
+    out.print(table)
+
+
+# -- dlq --------------------------------------------------------------------------------
+
+
+async def _with_store(data: Path, action: Any) -> Any:
+    path = Settings(data_dir=data).functions_path
+    if not path.is_file():
+        raise CliError(f"no functions have run in {data} (no {path.name})")
+    store = await FunctionStore.open(path)
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+@dlq_app.command("list")
+def dlq_list(
+    data: DataDir = DEFAULT_DATA_DIR,
+    function: FunctionFilter = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """The dead letters, oldest first."""
+    letters: list[DeadLetterRecord] = run(
+        lambda: _with_store(data, lambda store: store.dead_letters(function))
+    )
+    if as_json:
+        for letter in letters:
+            sys.stdout.write(json.dumps(letter.to_json(), ensure_ascii=False) + "\n")
+        return
+    table = Table(
+        "id", "function", "event", "stream", "attempts", "error", "last failure", "status"
+    )
+    for letter in letters:
+        table.add_row(
+            str(letter.id),
+            letter.function,
+            f"{letter.event.type} @{letter.event.position}",
+            letter.event.stream_id,
+            str(letter.attempts),
+            f"{letter.error_type}: {letter.error_message}"[:80],
+            letter.last_failure.isoformat(timespec="seconds"),
+            letter.status,
+        )
+    out.print(table)
+    out.print(f"{len(letters)} dead letter(s)")
+
+
+LetterId = Annotated[int, typer.Argument(min=1, help="Dead letter id (from `dlq list`).")]
+
+
+@dlq_app.command("show")
+def dlq_show(letter_id: LetterId, data: DataDir = DEFAULT_DATA_DIR) -> None:
+    """One dead letter in full, as JSON: the event, the error, attempts, failure times."""
+    letter = run(lambda: _with_store(data, lambda store: store.dead_letter_by_id(letter_id)))
+    sys.stdout.write(json.dumps(letter.to_json(), indent=2, ensure_ascii=False) + "\n")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    letter_id: Annotated[int | None, typer.Argument(min=1, help="Dead letter id.")] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    function: FunctionFilter = None,
+    data: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Hand dead letters back to their functions; running workers pick them up within 1 s."""
+    if (letter_id is None) == (not replay_all):
+        err.print("[bold red]error:[/] give a dead letter id or --all (not both)")
+        raise typer.Exit(2)
+    count = run(
+        lambda: _with_store(
+            data, lambda store: store.request_replay(letter_id=letter_id, function=function)
+        )
+    )
+    out.print(f"{count} dead letter(s) queued for replay")
+
+
+@dlq_app.command("discard")
+def dlq_discard(letter_id: LetterId, data: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Delete a dead letter for good."""
+    run(lambda: _with_store(data, lambda store: store.discard(letter_id)))
+    out.print(f"dead letter {letter_id} discarded")
+
+
+# -- serve functions --------------------------------------------------------------------
+
+
+@serve_app.command("functions")
+def serve_functions(
+    data: DataDir = DEFAULT_DATA_DIR,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    functions: FunctionModules = None,
+    config: ConfigFile = None,
+) -> None:
+    """Run the functions in N worker processes that share the streams (beside an
+    `eventgate up --no-functions`); a worker that dies is restarted, and its streams are
+    taken over by the others meanwhile."""
+    setup_logging()
+    chosen = chosen_functions(config, functions)
+    if workers == 1:
+        run(lambda: _serve_one(data, chosen))
+        return
+    argv = ["serve", "functions", "--data", str(data), "--workers", "1"]
+    argv += [arg for module in functions or [] for arg in ("--functions", module)]
+    argv += ["--config", str(config)] if config is not None else []
+    run(lambda: _supervise(argv, workers))
+
+
+async def _serve_one(data: Path, chosen: ChosenFunctions) -> None:
+    settings = Settings(data_dir=data, poll_interval=WORKER_POLL_INTERVAL)
+    system = await open_system(settings, inventory_app())
+    worker = function_worker(system, chosen.functions, chosen.settings)
+    task = asyncio.create_task(worker.run())
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    names = ", ".join(f.name for f in chosen.functions)
+    out.print(f"eventgate functions worker {worker.id}: running {names}")
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await system.close()
+        out.print(f"eventgate functions worker {worker.id} stopped cleanly")
+
+
+async def _supervise(argv: list[str], workers: int) -> None:
+    """Keep `workers` child processes running until SIGINT/SIGTERM, then stop them all."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    command = [sys.executable, "-m", "eventgate.cli", *argv]
+    await asyncio.gather(*(_keep_running(command, n, stopping) for n in range(workers)))
+    out.print("eventgate functions stopped cleanly")
+
+
+async def _keep_running(command: list[str], n: int, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        child = await asyncio.create_subprocess_exec(*command)
+        waiting = asyncio.create_task(child.wait())
+        stop = asyncio.create_task(stopping.wait())
+        await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.is_set():
+            if child.returncode is None:
+                child.terminate()
+            await waiting
+            return
+        stop.cancel()
+        err.print(
+            f"functions worker {n} (pid {child.pid}) exited with {child.returncode}; restarting"
+        )
+        await asyncio.sleep(1.0)

@@ -1,0 +1,153 @@
+"""Look inside a data directory: the events, the projections' state; rebuild projections."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from eventgate.cli.common import DataDir, app, err, open_existing, out, run
+from eventgate.config import DEFAULT_DATA_DIR
+from eventgate.eventstore.model import RecordedEvent
+
+__all__ = ["events", "projections_rebuild", "projections_status"]
+
+projections_app = typer.Typer(help="Inspect and rebuild the read models.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+@app.command()
+def events(
+    data: DataDir = DEFAULT_DATA_DIR,
+    stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
+    from_position: Annotated[
+        int, typer.Option("--from", min=0, help="Only events after this position.")
+    ] = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many events.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List stored events in global order."""
+    found = run(lambda: _events(data, stream, from_position, limit))
+    if as_json:
+        for event in found:
+            sys.stdout.write(json.dumps(_event_json(event), ensure_ascii=False) + "\n")
+        return
+    table = Table("position", "stream", "version", "type", "time", "data")
+    for event in found:
+        table.add_row(
+            str(event.position),
+            event.stream_id,
+            str(event.stream_version),
+            f"{event.type} v{event.schema_version}",
+            event.time.isoformat(timespec="seconds"),
+            json.dumps(event.data, ensure_ascii=False),
+        )
+    out.print(table)
+    out.print(f"{len(found)} event(s)")
+
+
+async def _events(
+    data: Path, stream: str | None, after: int, limit: int | None
+) -> list[RecordedEvent]:
+    system = await open_existing(data)
+    try:
+        if stream is not None:
+            found = [e for e in await system.store.read_stream(stream) if e.position > after]
+            return found[:limit]
+        found = []
+        while limit is None or len(found) < limit:
+            page = await system.store.read_all(after, 1000)
+            if not page:
+                break
+            found.extend(page)
+            after = page[-1].position
+        return found[:limit]
+    finally:
+        await system.close()
+
+
+def _event_json(event: RecordedEvent) -> dict[str, Any]:
+    return {
+        "position": event.position,
+        "id": event.id,
+        "stream_id": event.stream_id,
+        "stream_version": event.stream_version,
+        "type": event.type,
+        "schema_version": event.schema_version,
+        "time": event.time.isoformat(),
+        "data": event.data,
+        "metadata": event.metadata,
+    }
+
+
+# -- projections ------------------------------------------------------------------------
+
+
+@projections_app.command("status")
+def projections_status(data: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Show each projection's checkpoint and lag behind the head of the log."""
+
+    async def status() -> list[Any]:
+        system = await open_existing(data)
+        try:
+            return await system.upsert.status()
+        finally:
+            await system.close()
+
+    table = Table("projection", "checkpoint", "head", "lag")
+    for row in run(status):
+        table.add_row(row.name, str(row.checkpoint), str(row.head), str(row.lag))
+    out.print(table)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str | None, typer.Argument(help="One projection; all when left out.")] = None,
+    data: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Empty read models and replay the whole log into them, with progress."""
+    run(lambda: _rebuild(data, name))
+
+
+async def _rebuild(data: Path, name: str | None) -> None:
+    system = await open_existing(data)
+    try:
+        chosen = (
+            [system.read_store.projection(name)]
+            if name is not None
+            else list(system.upsert.projections)
+        )
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=err) as progress:
+            for projection in chosen:
+                head = await system.store.head()
+                task = progress.add_task(projection.name, total=head or 1)
+
+                def advance(position: int, task: TaskID = task) -> None:
+                    progress.update(task, completed=position)
+
+                await system.upsert.rebuild(projection, advance)
+                progress.update(task, completed=head or 1)
+        out.print(f"rebuilt {', '.join(p.name for p in chosen)}")
+    finally:
+        await system.close()
