@@ -115,6 +115,11 @@ class FunctionRunner:
     def owned(self) -> frozenset[int]:
         return frozenset(self._parts)
 
+    @property
+    def pending(self) -> int:
+        """Events read and not finished (never more than `max_pending`)."""
+        return sum(len(lane.queue) for lane in self._lanes.values())
+
     def start(self) -> None:
         self._background = [
             asyncio.create_task(self._every(self._commit_interval, self.commit)),
@@ -216,14 +221,15 @@ class FunctionRunner:
     async def _process(self, item: _Item) -> None:
         attempt, first_failure = 0, None
         while True:
-            too_old = self._too_old(item)
+            async with self._slots:  # waiting here is not an attempt
+                too_old = self._too_old(item)
+                if too_old is None:
+                    attempt += 1
+                    ctx = Context(self.function.name, item.event, attempt, self._services)
+                    failure = await self._invoke(ctx)
             if too_old is not None:
                 await self._park(item, too_old, attempt, first_failure)
                 return
-            async with self._slots:  # waiting here is not an attempt
-                attempt += 1
-                ctx = Context(self.function.name, item.event, attempt, self._services)
-                failure = await self._invoke(ctx)
             self._counts[0] += 1
             if failure is None:
                 await self._succeeded(item, ctx)
