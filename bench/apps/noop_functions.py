@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventgate.functions import Context, FunctionEvent, function
+from eventgate import Context, FunctionEvent, function
 
 
 @function(on=["Bench"], concurrency=64)

@@ -19,6 +19,7 @@ from eventgate.errors import (
 )
 from eventgate.eventstore.model import NewEvent, RecordedEvent
 from eventgate.eventstore.upcasting import Upcasters
+from eventgate.functions import Context, DeadLetter, Function, FunctionEvent, Retry, function
 from eventgate.projections.projection import Projection, Row
 
 __all__ = [
@@ -29,16 +30,22 @@ __all__ = [
     "Command",
     "ConcurrencyError",
     "ConfigError",
+    "Context",
+    "DeadLetter",
     "DomainError",
     "Event",
     "EventStoreError",
     "EventgateError",
+    "Function",
+    "FunctionEvent",
     "InvalidCommand",
     "NewEvent",
     "Projection",
     "ProjectionError",
     "RecordedEvent",
+    "Retry",
     "Row",
     "RuleViolation",
     "Upcasters",
+    "function",
 ]

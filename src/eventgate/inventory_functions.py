@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from eventgate.functions import Context, FunctionEvent, function
+from eventgate import Context, FunctionEvent, function
 
 __all__ = ["DEFAULT_LOW_STOCK_THRESHOLD", "audit_trail", "low_stock_alert"]
 

@@ -3,7 +3,7 @@ it fails while `<data dir>/broken` exists."""
 
 from __future__ import annotations
 
-from eventgate.functions import Context, FunctionEvent, function
+from eventgate import Context, FunctionEvent, function
 
 
 @function(on=["InventoryItemRenamed"], retries=1, backoff=0.05, max_backoff=0.1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from eventgate.functions import Context, FunctionEvent, function
+from eventgate import Context, FunctionEvent, function
 
 
 @function(on=["Work"], concurrency=4, retries=3, backoff=0.01, max_backoff=0.05, timeout=10.0)

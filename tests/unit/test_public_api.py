@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 import pytest
 
@@ -16,6 +17,7 @@ PACKAGES = [
     "eventgate.projections",
     "eventgate.commands",
     "eventgate.errors",
+    "eventgate.functions",
 ]
 
 
@@ -27,5 +29,9 @@ def test_every_public_name_resolves(name: str) -> None:
 
 
 def test_the_top_level_exports_no_private_or_unlisted_names() -> None:
-    exported = {n for n in vars(eventgate) if not n.startswith("_") and n[0].isupper()}
+    exported = {
+        name
+        for name, value in vars(eventgate).items()
+        if not name.startswith("_") and not isinstance(value, ModuleType) and name != "annotations"
+    }
     assert exported == set(eventgate.__all__)
