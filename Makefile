@@ -27,6 +27,7 @@ check: $(STAMP)  ## format, lint and type checks
 
 bench: $(STAMP)  ## the benchmarks under bench/ (http.py needs wrk: apt-get install wrk)
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/functions.py
 	$(BIN)/python bench/http.py
 
 clean:
