@@ -45,7 +45,7 @@ def events(
     found = run(lambda: _events(data, stream, from_position, limit))
     if as_json:
         for event in found:
-            sys.stdout.write(json.dumps(_event_json(event), ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
         return
     table = Table("position", "stream", "version", "type", "time", "data")
     for event in found:
@@ -79,20 +79,6 @@ async def _events(
         return found[:limit]
     finally:
         await system.close()
-
-
-def _event_json(event: RecordedEvent) -> dict[str, Any]:
-    return {
-        "position": event.position,
-        "id": event.id,
-        "stream_id": event.stream_id,
-        "stream_version": event.stream_version,
-        "type": event.type,
-        "schema_version": event.schema_version,
-        "time": event.time.isoformat(),
-        "data": event.data,
-        "metadata": event.metadata,
-    }
 
 
 # -- projections ------------------------------------------------------------------------

@@ -46,3 +46,11 @@ class RecordedEvent(NamedTuple):
     time: datetime
     data: dict[str, Any]
     metadata: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as a JSON object (`events --json`, dead letters, audit lines)."""
+        return {**self._asdict(), "time": self.time.isoformat()}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RecordedEvent:
+        return cls(**{**raw, "time": datetime.fromisoformat(raw["time"])})

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eventgate.errors import ConfigError
 from eventgate.eventstore.model import RecordedEvent
@@ -20,50 +19,8 @@ __all__ = ["DeadLetter", "Function", "FunctionEvent", "Handler", "Retry", "funct
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionEvent:
-    """The event a function is invoked with: data and metadata exactly as stored."""
-
-    id: str
-    type: str
-    stream_id: str
-    position: int
-    stream_version: int
-    schema_version: int
-    time: datetime
-    data: dict[str, Any]
-    metadata: dict[str, Any]
-
-    @classmethod
-    def of(cls, event: RecordedEvent) -> FunctionEvent:
-        return cls(
-            event.id,
-            event.type,
-            event.stream_id,
-            event.position,
-            event.stream_version,
-            event.schema_version,
-            event.time,
-            event.data,
-            event.metadata,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "stream_id": self.stream_id,
-            "position": self.position,
-            "stream_version": self.stream_version,
-            "schema_version": self.schema_version,
-            "time": self.time.isoformat(),
-            "data": self.data,
-            "metadata": self.metadata,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> FunctionEvent:
-        return cls(**{**raw, "time": datetime.fromisoformat(raw["time"])})
+FunctionEvent = RecordedEvent
+"""The event a function is invoked with: the stored event, data and metadata as stored."""
 
 
 class Retry(Exception):

@@ -139,6 +139,4 @@ class Context:
         """The events of this event's stream up to and including it, oldest first: the
         same list on every redelivery."""
         events = await self._services.store.read_stream(self.event.stream_id)
-        return [
-            FunctionEvent.of(e) for e in events if e.stream_version <= self.event.stream_version
-        ]
+        return events[: self.event.stream_version]  # versions count 1..n without gaps

@@ -171,7 +171,7 @@ class FunctionRunner:
                 if self.function.wants(recorded.type):
                     await self._window.acquire()
                     part.unfinished[recorded.position] = False
-                    self._enqueue(_Item(FunctionEvent.of(recorded), p, recorded.position))
+                    self._enqueue(_Item(recorded, p, recorded.position))
                 part.scanned = recorded.position
             for part in self._parts.values():  # the whole batch is scanned for every partition
                 part.scanned = max(part.scanned, batch[-1].position)
