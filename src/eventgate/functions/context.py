@@ -88,11 +88,7 @@ class Context:
         self._sent += 1
         name = f"send:{self._sent}"
         command_id = self.key(name)
-        metadata = {
-            "correlationId": self.event.metadata.get("correlationId", self.event.id),
-            "causationId": self.event.id,
-            "function": self.function,
-        }
+        metadata = self._caused_metadata()
         sent: list[CommandResult] = []
 
         async def execute(_: str) -> str:
@@ -119,11 +115,7 @@ class Context:
         event = NewEvent(
             type=name,
             data=dict(data),
-            metadata={
-                "correlationId": self.event.metadata.get("correlationId", self.event.id),
-                "causationId": self.event.id,
-                "function": self.function,
-            },
+            metadata=self._caused_metadata(),
             id=self.key(f"publish:{self._published}"),
         )
         try:
@@ -134,6 +126,14 @@ class Context:
             self.logger.debug("integration event %s already published", name)
             return None
         return recorded[0]
+
+    def _caused_metadata(self) -> dict[str, Any]:
+        """Metadata of what this event causes: its correlation, this event as the cause."""
+        return {
+            "correlationId": self.event.metadata.get("correlationId", self.event.id),
+            "causationId": self.event.id,
+            "function": self.function,
+        }
 
     async def history(self) -> list[FunctionEvent]:
         """The events of this event's stream up to and including it, oldest first: the

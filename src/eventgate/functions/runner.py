@@ -202,16 +202,18 @@ class FunctionRunner:
                 self._finish(lane.queue.popleft())
         finally:
             for item in lane.queue:  # only when cancelled: these go to the next owner
-                self._window.release()
-                if item.letter is not None:
-                    self._replaying.discard(item.letter)
+                self._release(item)
             if self._lanes.get(stream_id) is lane:
                 del self._lanes[stream_id]
 
-    def _finish(self, item: _Item) -> None:
+    def _release(self, item: _Item) -> None:
+        """Give back the item's room in the read-ahead window (finished or abandoned)."""
         self._window.release()
         if item.letter is not None:
             self._replaying.discard(item.letter)
+
+    def _finish(self, item: _Item) -> None:
+        self._release(item)
         part = self._parts.get(item.partition)
         if item.position is not None and part is not None:
             part.finish(item.position)
