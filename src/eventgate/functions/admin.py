@@ -17,29 +17,26 @@ from eventgate.functions.store import FunctionStore
 from eventgate.gateway.routes import GatewayRoute
 from eventgate.http.problems import HTTPProblem, render_error
 
-__all__ = ["ADMIN_PATHS", "admin_app", "admin_routes", "function_rows"]
+__all__ = ["ENDPOINTS", "admin_app", "admin_routes", "function_rows"]
 
-ADMIN_PATHS = {
-    "functions": "/admin/functions",
-    "letters": "/admin/dead-letters",
-    "letter": "/admin/dead-letters/{id}",
-    "replay_one": "/admin/dead-letters/{id}/replay",
-    "replay_all": "/admin/dead-letters/replay",
-}
+ENDPOINTS = (  # (method, path, AdminAPI handler): the app and the gateway both read this
+    ("GET", "/admin/functions", "list_functions"),
+    ("GET", "/admin/dead-letters", "list_letters"),
+    ("POST", "/admin/dead-letters/replay", "replay_all"),
+    ("GET", "/admin/dead-letters/{id}", "show_letter"),
+    ("DELETE", "/admin/dead-letters/{id}", "discard"),
+    ("POST", "/admin/dead-letters/{id}/replay", "replay_one"),
+)
 
 
 def admin_routes(upstream: str = "admin") -> list[GatewayRoute]:
     """The gateway's routes to the admin API; every method needs the `admin` scope."""
-    methods = {
-        "functions": {"GET"},
-        "letters": {"GET"},
-        "replay_all": {"POST"},
-        "letter": {"GET", "DELETE"},
-        "replay_one": {"POST"},
-    }
+    methods: dict[str, set[str]] = {}
+    for method, path, _ in ENDPOINTS:
+        methods.setdefault(path, set()).add(method)
     return [
-        GatewayRoute(frozenset(methods[key]), path, upstream, scope="admin")
-        for key, path in ADMIN_PATHS.items()
+        GatewayRoute(frozenset(allowed), path, upstream, scope="admin")
+        for path, allowed in methods.items()
     ]
 
 
@@ -103,12 +100,7 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 def admin_app(functions: FunctionStore, store: EventStore) -> Starlette:
     api = AdminAPI(functions, store)
     routes = [
-        Route(ADMIN_PATHS["functions"], api.list_functions, methods=["GET"]),
-        Route(ADMIN_PATHS["letters"], api.list_letters, methods=["GET"]),
-        Route(ADMIN_PATHS["replay_all"], api.replay_all, methods=["POST"]),
-        Route(ADMIN_PATHS["letter"], api.show_letter, methods=["GET"]),
-        Route(ADMIN_PATHS["letter"], api.discard, methods=["DELETE"]),
-        Route(ADMIN_PATHS["replay_one"], api.replay_one, methods=["POST"]),
+        Route(path, getattr(api, handler), methods=[method]) for method, path, handler in ENDPOINTS
     ]
     handlers = {
         HTTPProblem: render_error,
