@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import uvloop
@@ -16,7 +16,17 @@ from eventgate.config import Settings
 from eventgate.errors import EventgateError
 from eventgate.inventory import inventory_app
 
-__all__ = ["CliError", "DataDir", "app", "err", "open_existing", "out", "run", "setup_logging"]
+__all__ = [
+    "CliError",
+    "DataDir",
+    "app",
+    "err",
+    "fail",
+    "open_existing",
+    "out",
+    "run",
+    "setup_logging",
+]
 
 T = TypeVar("T")
 
@@ -45,8 +55,13 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return uvloop.run(main())
     except (EventgateError, CliError) as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(1) from None
+        fail(e)
+
+
+def fail(error: Exception) -> NoReturn:
+    """Report `error` in one line on stderr and exit with code 1."""
+    err.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(1) from None
 
 
 def setup_logging() -> None:

@@ -15,8 +15,19 @@ import typer
 from rich.table import Table
 
 from eventgate.bootstrap import function_worker, open_system
-from eventgate.cli.common import CliError, DataDir, app, err, open_existing, out, run, setup_logging
+from eventgate.cli.common import (
+    CliError,
+    DataDir,
+    app,
+    err,
+    fail,
+    open_existing,
+    out,
+    run,
+    setup_logging,
+)
 from eventgate.config import DEFAULT_DATA_DIR, Settings
+from eventgate.errors import EventgateError
 from eventgate.functions.admin import function_rows
 from eventgate.functions.api import Function
 from eventgate.functions.config import load_functions_config
@@ -57,9 +68,8 @@ def chosen_functions(config: Path | None, modules: list[str] | None) -> ChosenFu
         configured = load_functions_config(config)
         reference = [REFERENCE_MODULE] if configured.reference else []
         loaded = load_functions([*reference, *configured.modules, *(modules or [])])
-    except Exception as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(1) from None
+    except EventgateError as e:
+        fail(e)
     return ChosenFunctions(loaded, configured.settings)
 
 
