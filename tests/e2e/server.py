@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -52,3 +54,11 @@ class Server:
         self.process.send_signal(signum)
         stdout, stderr = self.process.communicate(timeout=20)
         return self.process.returncode, stdout, stderr
+
+
+def keyed_server(directory: Path, config: str, keys: Mapping[str, str]) -> Server:
+    """A server whose config is `config` with `{name}` filled by the sha256 of each key."""
+    digests = {name: hashlib.sha256(key.encode()).hexdigest() for name, key in keys.items()}
+    path = directory / "eventgate.toml"
+    path.write_text(config.format(**digests))
+    return Server(directory / "data", "--config", str(path))

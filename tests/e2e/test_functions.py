@@ -3,7 +3,6 @@ fails, is dead-lettered and replayed from the CLI while `up` runs, and the admin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import create, item_url, stock
-from tests.e2e.server import ROOT, Server
+from tests.e2e.server import ROOT, Server, keyed_server
 
 KEYS = {"writer": "writer-key", "admin": "admin-key"}
 CONFIG = """
@@ -35,11 +34,7 @@ scopes = ["admin"]
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    directory = tmp_path_factory.mktemp("functions")
-    config = directory / "eventgate.toml"
-    digests = {name: hashlib.sha256(key.encode()).hexdigest() for name, key in KEYS.items()}
-    config.write_text(CONFIG.format(**digests))
-    server = Server(directory / "data", "--config", str(config)).start()
+    server = keyed_server(tmp_path_factory.mktemp("functions"), CONFIG, KEYS).start()
     yield server
     server.stop()
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server
+from tests.e2e.server import Server, keyed_server
 
 KEYS = {"reader": "reader-key", "writer": "writer-key", "admin": "admin-key"}
 CONFIG = """
@@ -35,11 +34,7 @@ scopes = ["admin"]
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    directory = tmp_path_factory.mktemp("secured")
-    config = directory / "eventgate.toml"
-    digests = {name: hashlib.sha256(key.encode()).hexdigest() for name, key in KEYS.items()}
-    config.write_text(CONFIG.format(**digests))
-    server = Server(directory / "data", "--config", str(config)).start()
+    server = keyed_server(tmp_path_factory.mktemp("secured"), CONFIG, KEYS).start()
     yield server
     server.stop()
 
