@@ -25,10 +25,10 @@ check: $(STAMP)  ## format, lint and type checks
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## the benchmarks under bench/ (http.py needs wrk: apt-get install wrk)
+bench: $(STAMP)  ## the benchmarks under bench/ (http_load.py needs wrk: apt-get install wrk)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/functions.py
-	$(BIN)/python bench/http.py
+	$(BIN)/python bench/http_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

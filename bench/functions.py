@@ -4,13 +4,6 @@ process, as in `eventgate up`). Usage: python bench/functions.py [--json] [--qui
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds http.py, which would shadow the standard library's `http` package.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import asyncio
 import json
@@ -20,10 +13,12 @@ import signal
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import uvloop
 

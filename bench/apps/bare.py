@@ -1,4 +1,4 @@
-"""The bare comparison point for bench/http.py: hello-world JSON on the same server stack."""
+"""The bare comparison point for bench/http_load.py: hello-world JSON on the same server stack."""
 
 from __future__ import annotations
 

@@ -1,18 +1,10 @@
 """HTTP benchmark through the gateway, with wrk on loopback (64 connections, bounded time),
 beside a bare hello-world app on the same stack (Starlette, uvicorn, uvloop, httptools).
 
-Usage: python bench/http.py [--json] [--seconds 5]   (needs wrk: apt-get install wrk)
+Usage: python bench/http_load.py [--json] [--seconds 5]   (needs wrk: apt-get install wrk)
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is called http.py, so its own folder on sys.path would shadow the standard
-# library's `http` package for everything imported below (httpx included).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import argparse
 import json
@@ -23,8 +15,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 
@@ -128,7 +122,7 @@ def seed(url: str, directory: Path) -> tuple[str, str, Path]:
 
 def run(seconds: int) -> dict[str, object]:
     if shutil.which("wrk") is None:
-        raise SystemExit("bench/http.py needs wrk: apt-get install wrk")
+        raise SystemExit("bench/http_load.py needs wrk: apt-get install wrk")
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
