@@ -5,41 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from eventgate.errors import ConfigError
-from eventgate.eventstore.model import RecordedEvent
+from eventgate.functions.context import Context
+from eventgate.functions.model import DeadLetter, FunctionEvent, Retry
 from eventgate.hub.hub import TypeFilter
-
-if TYPE_CHECKING:
-    from eventgate.functions.context import Context
 
 __all__ = ["DeadLetter", "Function", "FunctionEvent", "Handler", "Retry", "function"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 
 
-FunctionEvent = RecordedEvent
-"""The event a function is invoked with: the stored event, data and metadata as stored."""
-
-
-class Retry(Exception):
-    """Raise to ask for another attempt after `delay` seconds (it counts as an attempt)."""
-
-    def __init__(self, delay: float = 0.0, reason: str = "retry requested") -> None:
-        super().__init__(reason)
-        self.delay = max(0.0, float(delay))
-
-
-class DeadLetter(Exception):
-    """Raise to park the event in the dead-letter store now, without further attempts."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-Handler = Callable[[FunctionEvent, "Context"], Awaitable[None]]
+Handler = Callable[[FunctionEvent, Context], Awaitable[None]]
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from eventgate.domain.messages import Command
 from eventgate.errors import DuplicateEvent
 from eventgate.eventstore.model import NewEvent, RecordedEvent
 from eventgate.eventstore.protocol import EventStore
-from eventgate.functions.api import FunctionEvent
+from eventgate.functions.model import FunctionEvent
 from eventgate.functions.store import FunctionStore
 
 __all__ = ["Context", "Services"]

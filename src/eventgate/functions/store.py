@@ -16,15 +16,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from eventgate.errors import DeadLetterNotFound
-from eventgate.functions.api import Function, FunctionEvent
+from eventgate.functions.model import FunctionEvent
 from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
 
-__all__ = ["DEFAULT_PARTITIONS", "DeadLetterRecord", "FunctionStatus", "FunctionStore", "Lease"]
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "DeadLetterRecord",
+    "FunctionStatus",
+    "FunctionStore",
+    "Lease",
+    "RegisteredFunction",
+]
 
 DEFAULT_PARTITIONS = 16
 
@@ -63,6 +70,23 @@ CREATE TABLE IF NOT EXISTS effects (
 _LETTER_COLUMNS = (
     "id, function, event, error_type, error_message, attempts, first_failure, last_failure, status"
 )
+
+
+class RegisteredFunction(Protocol):
+    """What the registry records of a function (an `api.Function`): name, triggers, settings."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def on(self) -> tuple[str, ...]: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def max_age(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -141,7 +165,7 @@ class FunctionStore:
 
     # -- registry and checkpoints -------------------------------------------------------
 
-    async def register(self, functions: Sequence[Function]) -> None:
+    async def register(self, functions: Sequence[RegisteredFunction]) -> None:
         """Record which functions exist and how they run, for `functions list`."""
         rows = [(f.name, _dumps(list(f.on)), _dumps(_settings(f))) for f in functions]
         await self._file.on_writer(self._register, rows)
@@ -428,7 +452,7 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _settings(f: Function) -> dict[str, Any]:
+def _settings(f: RegisteredFunction) -> dict[str, Any]:
     return {
         "retries": f.retries,
         "timeout": f.timeout,
