@@ -25,8 +25,8 @@ import uvloop
 from eventgate.bootstrap import function_worker, open_system
 from eventgate.config import Settings
 from eventgate.eventstore import NewEvent, SQLiteEventStore
+from eventgate.examples.inventory import inventory_app
 from eventgate.functions import Context, FunctionEvent, function
-from eventgate.inventory import inventory_app
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAMS = 1000

@@ -21,15 +21,15 @@ import uvloop
 
 from eventgate.bootstrap import open_system
 from eventgate.config import Settings
-from eventgate.domain.inventory import (
+from eventgate.eventstore import NO_STREAM, NewEvent, SQLiteEventStore
+from eventgate.eventstore.codec import EventCodec
+from eventgate.examples.inventory import inventory_app
+from eventgate.examples.inventory.domain import (
     InventoryItem,
     InventoryItemCreated,
     ItemsCheckedInToInventory,
 )
-from eventgate.eventstore import NO_STREAM, NewEvent, SQLiteEventStore
-from eventgate.eventstore.codec import EventCodec
-from eventgate.inventory import inventory_app
-from eventgate.projections.inventory import item_details
+from eventgate.examples.inventory.read_models import item_details
 
 PAYLOAD = {"name": "x" * 150, "count": 12345, "note": "benchmark"}  # ~200 bytes stored
 

@@ -9,7 +9,7 @@ import pytest
 
 from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings
-from eventgate.inventory import inventory_app
+from eventgate.examples.inventory import inventory_app
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from eventgate.eventstore.model import NewEvent, RecordedEvent
 from eventgate.eventstore.upcasting import Upcasters
 from eventgate.functions import Context, DeadLetter, Function, FunctionEvent, Retry, function
 from eventgate.projections.projection import Projection, Row
+from eventgate.resources import ItemView, ListView, Resource
 
 __all__ = [
     "Aggregate",
@@ -39,10 +40,13 @@ __all__ = [
     "Function",
     "FunctionEvent",
     "InvalidCommand",
+    "ItemView",
+    "ListView",
     "NewEvent",
     "Projection",
     "ProjectionError",
     "RecordedEvent",
+    "Resource",
     "Retry",
     "Row",
     "RuleViolation",

@@ -1,7 +1,10 @@
-"""An application definition: the explicit list of what a service is made of."""
+"""An application definition: the explicit list of what a service is made of, and its loader."""
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -9,20 +12,25 @@ from eventgate.domain.aggregate import Aggregate
 from eventgate.domain.messages import Command, Event
 from eventgate.errors import ConfigError
 from eventgate.eventstore.upcasting import Upcasters
+from eventgate.functions.api import Function
 from eventgate.projections.projection import Projection
+from eventgate.resources.declaration import Resource
 
-__all__ = ["App"]
+__all__ = ["App", "load_app"]
 
 
 @dataclass(frozen=True)
 class App:
     """What a developer hands eventgate: commands routed to aggregates, the events they
-    record, the read models fed by those events, and upcasters for old event versions."""
+    record, the read models fed by those events, the resources that put commands and read
+    models on HTTP, the functions events trigger, and upcasters for old event versions."""
 
     name: str
     commands: Mapping[type[Command], type[Aggregate]]
     events: Sequence[type[Event]]
     projections: Sequence[Projection] = ()
+    resources: Sequence[Resource] = ()
+    functions: Sequence[Function] = ()
     upcasters: Upcasters = field(default_factory=Upcasters)
 
     def __post_init__(self) -> None:
@@ -36,3 +44,36 @@ class App:
                 raise ConfigError(
                     f"projection {projection.name} handles unknown events {sorted(unknown)}"
                 )
+        for resource in self.resources:
+            resource.check(self.commands, self.projections)
+        paths = [p for r in self.resources for p in r.collection_paths]
+        if len(set(paths)) != len(paths):
+            raise ConfigError(f"app {self.name}: two resources share a path")
+        functions = [f.name for f in self.functions]
+        if len(set(functions)) != len(functions):
+            raise ConfigError(f"app {self.name}: two functions share a name")
+
+
+def load_app(reference: str) -> App:
+    """The app named `module:attribute` (an `App`, or a function returning one). The
+    current directory is importable, as for `python -m`."""
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"app {reference!r} must look like module:attribute")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise ConfigError(f"cannot import app module {module_name!r}: {e}") from e
+    found = getattr(module, attribute, None)
+    if found is None:
+        raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}")
+    if callable(found) and not isinstance(found, App):
+        try:
+            found = found()
+        except Exception as e:
+            raise ConfigError(f"app {reference!r} could not be built: {e}") from e
+    if not isinstance(found, App):
+        raise ConfigError(f"{reference} is a {type(found).__name__}, not an eventgate App")
+    return found

@@ -23,14 +23,14 @@ from eventgate.gateway.config import GatewayConfig
 from eventgate.gateway.routes import RouteTable
 from eventgate.http.etags import ETagCipher, load_or_create_key
 from eventgate.hub.hub import EventHub
-from eventgate.inventory import inventory_app
-from eventgate.inventory_api import PATHS, allowed_methods, inventory_openapi, inventory_routes
 from eventgate.projections.changes import ChangeFeed
 from eventgate.projections.readstore import SQLiteReadStore
 from eventgate.projections.service import UpsertService
 from eventgate.queries.api import query_app
 from eventgate.queries.cache import ViewCache
-from eventgate.queries.reader import InventoryReader
+from eventgate.queries.reader import ResourceReader
+from eventgate.resources.openapi import openapi_document
+from eventgate.resources.routes import allowed_methods, resource_routes
 
 __all__ = ["HTTPSystem", "System", "function_worker", "open_http", "open_system"]
 
@@ -117,9 +117,9 @@ class HTTPSystem:
         await self.system.close()
 
 
-async def open_http(settings: Settings, config: GatewayConfig) -> HTTPSystem:
-    """Open the inventory system and wire its three ASGI apps behind the gateway."""
-    system = await open_system(settings, inventory_app())
+async def open_http(settings: Settings, config: GatewayConfig, app: App) -> HTTPSystem:
+    """Open the system of `app` and wire its three ASGI apps behind the gateway."""
+    system = await open_system(settings, app)
     try:
         key = (
             bytes.fromhex(config.etag_key_hex)
@@ -131,20 +131,22 @@ async def open_http(settings: Settings, config: GatewayConfig) -> HTTPSystem:
     except BaseException:
         await system.close()
         raise
-    table = RouteTable([*inventory_routes().routes, *admin_routes()])
+    resources = app.resources
+    table = RouteTable([*resource_routes(resources), *admin_routes()])
+    views = {view.projection.name for r in resources for view in (r.item, r.list) if view}
+    reader = ResourceReader(system.read_store, ViewCache(system.feed, views))
     upstreams = {
-        "commands": command_app(system.commands, cipher, idempotency, paths=PATHS),
+        "commands": command_app(resources, system.commands, cipher, idempotency),
         "queries": query_app(
-            InventoryReader(
-                system.read_store, ViewCache(system.feed, InventoryReader.cached_views)
-            ),
+            resources,
+            reader,
             system.feed,
             cipher,
-            paths=PATHS,
-            allow=allowed_methods(table),
+            allow=allowed_methods(resources, table),
             consistency_wait=config.consistency_wait,
         ),
         "admin": admin_app(system.functions, system.store),
     }
-    gateway = Gateway(table, upstreams, config, inventory_openapi())
+    document = openapi_document(app.name, resources, secured=config.auth_enabled)
+    gateway = Gateway(table, upstreams, config, document)
     return HTTPSystem(system, gateway, idempotency)

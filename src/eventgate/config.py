@@ -9,9 +9,11 @@ from typing import Any
 
 from eventgate.errors import ConfigError
 
-__all__ = ["DEFAULT_DATA_DIR", "Settings", "read_toml"]
+__all__ = ["DEFAULT_APP", "DEFAULT_DATA_DIR", "Settings", "app_reference", "read_toml"]
 
 DEFAULT_DATA_DIR = Path(".eventgate")
+DEFAULT_APP = "eventgate.examples.inventory:app"
+"""The app `eventgate` serves when neither `--app` nor the config file names one."""
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,16 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {path} is not valid TOML: {e}") from e
+
+
+def app_reference(option: str | None, config: Path | None) -> str:
+    """The app to serve: `--app` (or EVENTGATE_APP), else the config's `app`, else the default."""
+    if option:
+        return option
+    if config is not None:
+        configured = read_toml(config).get("app")
+        if configured is not None:
+            if not isinstance(configured, str) or not configured:
+                raise ConfigError('app must be a string like "my_module:app"')
+            return configured
+    return DEFAULT_APP

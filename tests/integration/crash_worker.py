@@ -11,15 +11,15 @@ from pathlib import Path
 
 from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings
-from eventgate.domain.inventory import (
+from eventgate.errors import EventgateError
+from eventgate.eventstore import NewEvent
+from eventgate.examples.inventory import inventory_app
+from eventgate.examples.inventory.domain import (
     CheckInItemsToInventory,
     CreateInventoryItem,
     RemoveItemsFromInventory,
     RenameInventoryItem,
 )
-from eventgate.errors import EventgateError
-from eventgate.eventstore import NewEvent
-from eventgate.inventory import inventory_app
 
 ITEMS = [f"item-{n}" for n in range(12)]
 BATCH_SIZE = 3

@@ -13,8 +13,8 @@ import pytest
 
 from eventgate.bootstrap import open_system
 from eventgate.config import Settings
-from eventgate.domain.inventory import CheckInItemsToInventory, CreateInventoryItem
-from eventgate.inventory import inventory_app
+from eventgate.examples.inventory import inventory_app
+from eventgate.examples.inventory.domain import CheckInItemsToInventory, CreateInventoryItem
 from tests.e2e.server import Server
 
 

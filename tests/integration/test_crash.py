@@ -17,11 +17,11 @@ import pytest
 
 from eventgate.bootstrap import open_system
 from eventgate.config import Settings
-from eventgate.domain.inventory import InventoryItem
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.model import RecordedEvent
-from eventgate.inventory import inventory_app
-from eventgate.projections.inventory import item_details, item_list
+from eventgate.examples.inventory import inventory_app
+from eventgate.examples.inventory.domain import InventoryItem
+from eventgate.examples.inventory.read_models import item_details, item_list
 from tests.integration.crash_worker import BATCH_SIZE
 
 ROOT = Path(__file__).resolve().parents[2]

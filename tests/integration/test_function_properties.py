@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from eventgate.bootstrap import function_worker, open_system
 from eventgate.config import Settings
 from eventgate.eventstore.model import NewEvent
+from eventgate.examples.inventory import inventory_app
 from eventgate.functions import Context, FunctionEvent, function
-from eventgate.inventory import inventory_app
 
 # (stream, duration in ms, fails its first attempt)
 plans = st.lists(

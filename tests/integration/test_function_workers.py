@@ -74,7 +74,7 @@ async def test_a_killed_worker_loses_nothing_and_repeats_no_guarded_effect(
     config = tmp_path / "eventgate.toml"
     config.write_text(
         'functions = ["tests.integration.functions_for_workers"]\n'
-        "reference_functions = false\n"
+        "app_functions = false\n"
         f"[function_settings]\nout_dir = {json.dumps(str(out))}\n"
     )
     store = await SQLiteEventStore.open(data / "events.sqlite")

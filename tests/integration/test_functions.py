@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from eventgate.bootstrap import System, function_worker
-from eventgate.domain.inventory import CreateInventoryItem
 from eventgate.errors import ConfigError, DeadLetterNotFound
 from eventgate.eventstore.model import NewEvent
+from eventgate.examples.inventory.domain import CreateInventoryItem
 from eventgate.functions import Context, DeadLetter, Function, FunctionEvent, Retry, function
 from eventgate.functions.loader import load_functions
 from eventgate.functions.worker import FunctionWorker
@@ -302,7 +302,7 @@ async def test_competing_workers_share_the_partitions_and_run_each_event_once(
 
 
 def test_loading_functions_from_modules() -> None:
-    loaded = load_functions(["eventgate.inventory_functions"])
+    loaded = load_functions(["eventgate.examples.inventory.functions"])
     assert [f.name for f in loaded] == ["low_stock_alert", "audit_trail"]
     with pytest.raises(ConfigError, match="cannot import"):
         load_functions(["no_such_module_here"])

@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 
 from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings
-from eventgate.domain.inventory import (
+from eventgate.domain.messages import Command
+from eventgate.errors import EventgateError
+from eventgate.eventstore.codec import EventCodec
+from eventgate.examples.inventory import inventory_app
+from eventgate.examples.inventory.domain import (
     CheckInItemsToInventory,
     CreateInventoryItem,
     DeactivateInventoryItem,
@@ -21,11 +25,7 @@ from eventgate.domain.inventory import (
     RemoveItemsFromInventory,
     RenameInventoryItem,
 )
-from eventgate.domain.messages import Command
-from eventgate.errors import EventgateError
-from eventgate.eventstore.codec import EventCodec
-from eventgate.inventory import inventory_app
-from eventgate.projections.inventory import item_details, item_list
+from eventgate.examples.inventory.read_models import item_details, item_list
 
 IDS = st.sampled_from(["a", "b", "c"])
 NAMES = st.text(min_size=0, max_size=8)

@@ -9,19 +9,19 @@ import pytest
 
 from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings
-from eventgate.domain.inventory import (
+from eventgate.errors import ProjectionError, StaleCheckpoint
+from eventgate.eventstore.model import RecordedEvent
+from eventgate.examples.inventory import inventory_app
+from eventgate.examples.inventory.domain import (
     CheckInItemsToInventory,
     CreateInventoryItem,
     DeactivateInventoryItem,
     RemoveItemsFromInventory,
     RenameInventoryItem,
 )
-from eventgate.errors import ProjectionError, StaleCheckpoint
-from eventgate.eventstore.model import RecordedEvent
+from eventgate.examples.inventory.read_models import item_details, item_list
 from eventgate.hub import Delivery
-from eventgate.inventory import inventory_app
 from eventgate.projections import Projection, RecordChanged, Row
-from eventgate.projections.inventory import item_details, item_list
 from eventgate.projections.projection import Handler
 
 

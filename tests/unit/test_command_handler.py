@@ -9,13 +9,6 @@ from pathlib import Path
 import pytest
 
 from eventgate.commands import CommandHandler
-from eventgate.domain.inventory import (
-    CheckInItemsToInventory,
-    CreateInventoryItem,
-    DeactivateInventoryItem,
-    RemoveItemsFromInventory,
-    RenameInventoryItem,
-)
 from eventgate.errors import (
     AggregateAlreadyExists,
     AggregateNotFound,
@@ -24,7 +17,14 @@ from eventgate.errors import (
 )
 from eventgate.eventstore import SQLiteEventStore
 from eventgate.eventstore.codec import EventCodec
-from eventgate.inventory import inventory_app
+from eventgate.examples.inventory import inventory_app
+from eventgate.examples.inventory.domain import (
+    CheckInItemsToInventory,
+    CreateInventoryItem,
+    DeactivateInventoryItem,
+    RemoveItemsFromInventory,
+    RenameInventoryItem,
+)
 
 
 @pytest.fixture

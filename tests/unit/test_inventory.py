@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from eventgate.domain.inventory import (
+from eventgate.domain.messages import Command, Event
+from eventgate.errors import InvalidCommand, RuleViolation
+from eventgate.examples.inventory.domain import (
     MAX_NAME_LENGTH,
     CheckInItemsToInventory,
     CreateInventoryItem,
@@ -18,8 +20,6 @@ from eventgate.domain.inventory import (
     RemoveItemsFromInventory,
     RenameInventoryItem,
 )
-from eventgate.domain.messages import Command, Event
-from eventgate.errors import InvalidCommand, RuleViolation
 
 ID = "item-1"
 CREATED = InventoryItemCreated(ID, "widget")

@@ -11,15 +11,17 @@ import typer
 import uvloop
 from rich.console import Console
 
+from eventgate.app import App, load_app
 from eventgate.bootstrap import System, open_system
-from eventgate.config import Settings
+from eventgate.config import Settings, app_reference
 from eventgate.errors import EventgateError
-from eventgate.inventory import inventory_app
 
 __all__ = [
+    "AppOption",
     "CliError",
     "DataDir",
     "app",
+    "chosen_app",
     "err",
     "fail",
     "open_existing",
@@ -43,6 +45,15 @@ err = Console(stderr=True, soft_wrap=True)
 DataDir = Annotated[
     Path,
     typer.Option("--data", help="Data directory (event store, read models, checkpoints)."),
+]
+
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        envvar="EVENTGATE_APP",
+        help="The app to serve, as module:attribute (default: the inventory example).",
+    ),
 ]
 
 
@@ -70,9 +81,17 @@ def setup_logging() -> None:
     )
 
 
-async def open_existing(data: Path) -> System:
-    """Open the system on a data directory that must already hold an event store."""
+def chosen_app(option: str | None, config: Path | None = None) -> App:
+    """The app `--app`, the config file or the default names, loaded; or one line and exit 1."""
+    try:
+        return load_app(app_reference(option, config))
+    except EventgateError as e:
+        fail(e)
+
+
+async def open_existing(data: Path, app: App) -> System:
+    """Open the system of `app` on a data directory that must already hold an event store."""
     settings = Settings(data_dir=data)
     if not settings.event_store_path.is_file():
         raise CliError(f"no event store in {data} (start with `eventgate up --data {data}`)")
-    return await open_system(settings, inventory_app())
+    return await open_system(settings, app)

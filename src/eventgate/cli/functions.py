@@ -14,11 +14,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from eventgate.app import App
 from eventgate.bootstrap import function_worker, open_system
 from eventgate.cli.common import (
+    AppOption,
     CliError,
     DataDir,
     app,
+    chosen_app,
     err,
     fail,
     open_existing,
@@ -31,9 +34,8 @@ from eventgate.errors import EventgateError
 from eventgate.functions.admin import function_rows
 from eventgate.functions.api import Function
 from eventgate.functions.config import load_functions_config
-from eventgate.functions.loader import REFERENCE_MODULE, load_functions
+from eventgate.functions.loader import load_functions
 from eventgate.functions.store import DeadLetterRecord, FunctionStore
-from eventgate.inventory import inventory_app
 
 __all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
 
@@ -61,15 +63,22 @@ class ChosenFunctions:
     settings: Mapping[str, Any]
 
 
-def chosen_functions(config: Path | None, modules: list[str] | None) -> ChosenFunctions:
-    """The reference functions (unless the config turns them off), the config's modules
+def chosen_functions(
+    served: App, config: Path | None, modules: list[str] | None
+) -> ChosenFunctions:
+    """The app's own functions (unless the config turns them off), the config's modules
     and the `--functions` modules, loaded; errors end the program in one line."""
     try:
         configured = load_functions_config(config)
-        reference = [REFERENCE_MODULE] if configured.reference else []
-        loaded = load_functions([*reference, *configured.modules, *(modules or [])])
+        own = list(served.functions) if configured.app_functions else []
+        extra = configured.modules + tuple(modules or ())
+        loaded = [*own, *(load_functions(extra) if extra else [])]
     except EventgateError as e:
         fail(e)
+    names = [f.name for f in loaded]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        fail(CliError(f"two functions are named {twice[0]!r}"))
     return ChosenFunctions(loaded, configured.settings)
 
 
@@ -80,11 +89,13 @@ def chosen_functions(config: Path | None, modules: list[str] | None) -> ChosenFu
 def functions_list(
     data: DataDir = DEFAULT_DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    app_option: AppOption = None,
 ) -> None:
     """Every function that has run here: triggers, checkpoint, lag, failures, dead letters."""
+    served = chosen_app(app_option)
 
     async def rows() -> list[dict[str, Any]]:
-        system = await open_existing(data)
+        system = await open_existing(data, served)
         try:
             return await function_rows(system.functions, system.store)
         finally:
@@ -196,24 +207,27 @@ def serve_functions(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
     functions: FunctionModules = None,
     config: ConfigFile = None,
+    app_option: AppOption = None,
 ) -> None:
     """Run the functions in N worker processes that share the streams (beside an
     `eventgate up --no-functions`); a worker that dies is restarted, and its streams are
     taken over by the others meanwhile."""
     setup_logging()
-    chosen = chosen_functions(config, functions)
+    served = chosen_app(app_option, config)
+    chosen = chosen_functions(served, config, functions)
     if workers == 1:
-        run(lambda: _serve_one(data, chosen))
+        run(lambda: _serve_one(data, served, chosen))
         return
     argv = ["serve", "functions", "--data", str(data), "--workers", "1"]
+    argv += ["--app", app_option] if app_option else []
     argv += [arg for module in functions or [] for arg in ("--functions", module)]
     argv += ["--config", str(config)] if config is not None else []
     run(lambda: _supervise(argv, workers))
 
 
-async def _serve_one(data: Path, chosen: ChosenFunctions) -> None:
+async def _serve_one(data: Path, served: App, chosen: ChosenFunctions) -> None:
     settings = Settings(data_dir=data, poll_interval=WORKER_POLL_INTERVAL)
-    system = await open_system(settings, inventory_app())
+    system = await open_system(settings, served)
     worker = function_worker(system, chosen.functions, chosen.settings)
     task = asyncio.create_task(worker.run())
     loop = asyncio.get_running_loop()

@@ -18,7 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from eventgate.cli.common import DataDir, app, err, open_existing, out, run
+from eventgate.app import App
+from eventgate.cli.common import AppOption, DataDir, app, chosen_app, err, open_existing, out, run
 from eventgate.config import DEFAULT_DATA_DIR
 from eventgate.eventstore.model import RecordedEvent
 
@@ -40,9 +41,11 @@ def events(
     ] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many events.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    app_option: AppOption = None,
 ) -> None:
-    """List stored events in global order."""
-    found = run(lambda: _events(data, stream, from_position, limit))
+    """List stored events in global order (upcast by the app's upcasters)."""
+    served = chosen_app(app_option)
+    found = run(lambda: _events(data, served, stream, from_position, limit))
     if as_json:
         for event in found:
             sys.stdout.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
@@ -62,9 +65,9 @@ def events(
 
 
 async def _events(
-    data: Path, stream: str | None, after: int, limit: int | None
+    data: Path, served: App, stream: str | None, after: int, limit: int | None
 ) -> list[RecordedEvent]:
-    system = await open_existing(data)
+    system = await open_existing(data, served)
     try:
         if stream is not None:
             found = [e for e in await system.store.read_stream(stream) if e.position > after]
@@ -85,11 +88,12 @@ async def _events(
 
 
 @projections_app.command("status")
-def projections_status(data: DataDir = DEFAULT_DATA_DIR) -> None:
+def projections_status(data: DataDir = DEFAULT_DATA_DIR, app_option: AppOption = None) -> None:
     """Show each projection's checkpoint and lag behind the head of the log."""
+    served = chosen_app(app_option)
 
     async def status() -> list[Any]:
-        system = await open_existing(data)
+        system = await open_existing(data, served)
         try:
             return await system.upsert.status()
         finally:
@@ -105,13 +109,15 @@ def projections_status(data: DataDir = DEFAULT_DATA_DIR) -> None:
 def projections_rebuild(
     name: Annotated[str | None, typer.Argument(help="One projection; all when left out.")] = None,
     data: DataDir = DEFAULT_DATA_DIR,
+    app_option: AppOption = None,
 ) -> None:
     """Empty read models and replay the whole log into them, with progress."""
-    run(lambda: _rebuild(data, name))
+    served = chosen_app(app_option)
+    run(lambda: _rebuild(data, served, name))
 
 
-async def _rebuild(data: Path, name: str | None) -> None:
-    system = await open_existing(data)
+async def _rebuild(data: Path, served: App, name: str | None) -> None:
+    system = await open_existing(data, served)
     try:
         chosen = (
             [system.read_store.projection(name)]

@@ -14,8 +14,18 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from eventgate.app import App
 from eventgate.bootstrap import function_worker, open_http
-from eventgate.cli.common import CliError, DataDir, app, out, run, setup_logging
+from eventgate.cli.common import (
+    AppOption,
+    CliError,
+    DataDir,
+    app,
+    chosen_app,
+    out,
+    run,
+    setup_logging,
+)
 from eventgate.cli.functions import ChosenFunctions, FunctionModules, chosen_functions
 from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.gateway.config import GatewayConfig, load_config
@@ -34,6 +44,7 @@ def up(
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback host with no API keys configured.")
     ] = False,
+    app_option: AppOption = None,
     functions: FunctionModules = None,
     no_functions: Annotated[
         bool,
@@ -44,11 +55,13 @@ def up(
 ) -> None:
     """Run the gateway, the command and query APIs, the upsert service and the functions.
 
-    Functions: the inventory's reference ones and any `--functions` module. Runs until
-    SIGINT/SIGTERM."""
+    Serves `--app` (or the config's `app`; the inventory example by default). Functions:
+    the app's own and any `--functions` module. Runs until SIGINT/SIGTERM."""
     setup_logging()
-    chosen = None if no_functions else chosen_functions(config, functions)
-    run(lambda: _up(Settings(data_dir=data), load_config(config), host, port, insecure, chosen))
+    served = chosen_app(app_option, config)
+    chosen = None if no_functions else chosen_functions(served, config, functions)
+    settings = Settings(data_dir=data)
+    run(lambda: _up(settings, served, load_config(config), host, port, insecure, chosen))
 
 
 class _Server(uvicorn.Server):
@@ -61,6 +74,7 @@ class _Server(uvicorn.Server):
 
 async def _up(
     settings: Settings,
+    served: App,
     config: GatewayConfig,
     host: str,
     port: int,
@@ -73,7 +87,7 @@ async def _up(
             " or pass --insecure"
         )
     sock = _bind(host, port)
-    http = await open_http(settings, config)
+    http = await open_http(settings, config, served)
     server = _Server(
         uvicorn.Config(
             http.gateway,
@@ -94,7 +108,7 @@ async def _up(
     bound_host, bound_port = sock.getsockname()[:2]
     out.print(
         f"eventgate up: gateway on http://{bound_host}:{bound_port}"
-        f" (data in {settings.data_dir.resolve()})"
+        f" (app {served.name}, data in {settings.data_dir.resolve()})"
     )
     try:
         await server.serve(sockets=[sock])

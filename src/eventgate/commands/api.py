@@ -1,4 +1,4 @@
-"""The command API: an ASGI app that turns POST, PUT and DELETE into inventory commands.
+"""The command API: an ASGI app that turns POST, PUT and DELETE into the app's commands.
 
 Every success is 202 Accepted, sent only after the events are durably appended and the
 concurrency check is done; a conflict is answered now, never discovered later.
@@ -7,11 +7,8 @@ concurrency check is done; a conflict is answered now, never discovered later.
 from __future__ import annotations
 
 import hashlib
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
 
-import msgspec
 import orjson
 import uuid_utils
 from starlette.applications import Starlette
@@ -27,13 +24,6 @@ from eventgate.commands.idempotency import (
     Mismatch,
     Replay,
 )
-from eventgate.domain.inventory import (
-    CheckInItemsToInventory,
-    CreateInventoryItem,
-    DeactivateInventoryItem,
-    RemoveItemsFromInventory,
-    RenameInventoryItem,
-)
 from eventgate.domain.messages import Command
 from eventgate.errors import AggregateNotFound, EventgateError
 from eventgate.http.consistency import encode_token
@@ -41,64 +31,42 @@ from eventgate.http.etags import ETagCipher, parse_etags
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.media import JSON, parse_media_type, response_type
 from eventgate.http.problems import HTTPProblem, problem_for, render_error
+from eventgate.resources.bodies import body_fields, decode_command
+from eventgate.resources.declaration import Resource
 
 __all__ = ["command_app"]
 
 _REPLAYED_HEADERS = ("location", "consistency-token", "content-type", "command-id")
 
-
-class CreateBody(msgspec.Struct):
-    name: str
-    id: str | None = None
-
-
-class RenameBody(msgspec.Struct):
-    newName: str
-
-
-class CountBody(msgspec.Struct):
-    count: int | str
-
-
-STOCK_COMMANDS: Mapping[str, Callable[[str, int], Command]] = {
-    "CheckInItemsToInventory": CheckInItemsToInventory,
-    "RemoveItemsFromInventory": RemoveItemsFromInventory,
-}
-
 Endpoint = Callable[[Request], Awaitable[Response]]
-T = TypeVar("T")
 
 
-class InventoryCommands:
-    """One endpoint per route; each parses, checks preconditions and executes one command."""
+class ResourceCommands:
+    """The command endpoints of one resource: each parses, checks preconditions, executes."""
 
-    def __init__(self, handler: CommandHandler, cipher: ETagCipher, item_url: str) -> None:
+    def __init__(self, resource: Resource, handler: CommandHandler, cipher: ETagCipher) -> None:
+        self._resource = resource
         self._handler = handler
         self._cipher = cipher
-        self._item_url = item_url
+        self._item_url = resource.item_paths[0]
 
     async def create(self, request: Request) -> Response:
-        _command_model(request, "CreateInventoryItem", required=False)
-        body = _decode(await request.body(), CreateBody)
-        item_id = _client_id(body.id) if body.id is not None else str(uuid_utils.uuid4())
-        return await self._execute(request, CreateInventoryItem(item_id, body.name), None)
+        creating = self._resource.create
+        if creating is None:  # only routed when declared
+            raise HTTPProblem(405)
+        _command_model(request, creating)
+        command = decode_command(creating, await request.body(), None, creates=True)
+        return await self._execute(request, command, None)
 
-    async def rename(self, request: Request) -> Response:
-        _command_model(request, "RenameInventoryItem", required=False)
-        body = _decode(await request.body(), RenameBody)
-        command = RenameInventoryItem(request.path_params["id"], body.newName)
-        return await self._execute(request, command, request.headers.get("if-match"))
-
-    async def deactivate(self, request: Request) -> Response:
-        if request.headers.get("content-type"):
-            _command_model(request, "DeactivateInventoryItem", required=False)
-        command = DeactivateInventoryItem(request.path_params["id"])
-        return await self._execute(request, command, request.headers.get("if-match"))
-
-    async def stock(self, request: Request) -> Response:
-        model = _command_model(request, *STOCK_COMMANDS, required=True)
-        body = _decode(await request.body(), CountBody)
-        command = STOCK_COMMANDS[model](request.path_params["id"], _count(body.count))
+    async def item(self, request: Request) -> Response:
+        """PUT, POST or DELETE on an item: the command the method and domain-model name."""
+        declared = self._resource.item_commands()[request.method]
+        raw = await request.body()
+        if request.headers.get("content-type") or body_fields_of(declared) or len(declared) > 1:
+            kind = _command_model(request, *declared)
+        else:
+            kind = declared[0]
+        command = decode_command(kind, raw, request.path_params["id"])
         return await self._execute(request, command, request.headers.get("if-match"))
 
     async def _execute(self, request: Request, command: Command, if_match: str | None) -> Response:
@@ -143,47 +111,28 @@ class InventoryCommands:
         return Response(orjson.dumps(body), 202, headers, response_type(JSON, "CommandAccepted"))
 
 
-def _command_model(request: Request, *accepted: str, required: bool) -> str:
-    """The command named by Content-Type's domain-model (the `Command` suffix is allowed)."""
+def body_fields_of(commands: Sequence[type[Command]]) -> bool:
+    """Whether any of `commands` reads fields from the body."""
+    return any(body_fields(command) for command in commands)
+
+
+def _command_model(request: Request, *accepted: type[Command]) -> type[Command]:
+    """The command named by Content-Type's domain-model (the `Command` suffix is allowed);
+    optional when only one command is accepted here."""
+    names = [command.__name__ for command in accepted]
     header = request.headers.get("content-type")
     media = parse_media_type(header) if header else None
     if media is None or not media.is_json:
-        raise HTTPProblem(415, f"send the body as {JSON}", accepted=list(accepted))
+        raise HTTPProblem(415, f"send the body as {JSON}", accepted=names)
     model = media.params.get("domain-model")
-    if model is None and not required:
+    if model is None and len(accepted) == 1:
         return accepted[0]
     model = (model or "").removesuffix("Command")
-    if model not in accepted:
+    if model not in names:
         raise HTTPProblem(
-            415,
-            f"Content-Type needs domain-model= one of {', '.join(accepted)}",
-            accepted=list(accepted),
+            415, f"Content-Type needs domain-model= one of {', '.join(names)}", accepted=names
         )
-    return model
-
-
-def _decode(raw: bytes, kind: type[T]) -> T:
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as e:
-        raise HTTPProblem(422, str(e)) from None
-    except msgspec.DecodeError as e:
-        raise HTTPProblem(400, f"malformed JSON: {e}") from None
-
-
-def _client_id(raw: str) -> str:
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise HTTPProblem(422, "id must be a UUID") from None
-
-
-def _count(raw: int | str) -> int:
-    if isinstance(raw, str):
-        if not raw.strip().isdigit():
-            raise HTTPProblem(422, "count must be a positive integer")
-        return int(raw)
-    return raw
+    return accepted[names.index(model)]
 
 
 def idempotent(store: IdempotencyStore, endpoint: Endpoint) -> Endpoint:
@@ -233,21 +182,24 @@ async def _answer(request: Request, endpoint: Endpoint) -> Response:
 
 
 def command_app(
+    resources: Sequence[Resource],
     handler: CommandHandler,
     cipher: ETagCipher,
     idempotency: IdempotencyStore,
-    *,
-    paths: Mapping[str, Sequence[str]],
 ) -> Starlette:
-    """The command ASGI app; `paths` maps "collection"/"item" to their URL patterns."""
-    commands = InventoryCommands(handler, cipher, paths["item"][0])
+    """The command ASGI app of `resources`; every POST honours Idempotency-Key."""
     routes = []
-    for path in paths["collection"]:
-        routes.append(Route(path, idempotent(idempotency, commands.create), methods=["POST"]))
-    for path in paths["item"]:
-        routes.append(Route(path, idempotent(idempotency, commands.stock), methods=["POST"]))
-        routes.append(Route(path, commands.rename, methods=["PUT"]))
-        routes.append(Route(path, commands.deactivate, methods=["DELETE"]))
+    for resource in resources:
+        commands = ResourceCommands(resource, handler, cipher)
+        methods = resource.item_commands()
+        for path in resource.collection_paths if resource.create else ():
+            routes.append(Route(path, idempotent(idempotency, commands.create), methods=["POST"]))
+        for path in resource.item_paths:
+            for method in methods:
+                endpoint: Endpoint = commands.item
+                if method == "POST":
+                    endpoint = idempotent(idempotency, endpoint)
+                routes.append(Route(path, endpoint, methods=[method]))
     handlers = {
         HTTPProblem: render_error,
         EventgateError: render_error,

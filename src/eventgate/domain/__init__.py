@@ -1,4 +1,4 @@
-"""The domain: message bases, the aggregate base and the reference inventory model."""
+"""The domain: message bases and the aggregate base."""
 
 from __future__ import annotations
 

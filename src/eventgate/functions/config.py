@@ -1,7 +1,7 @@
 """The functions part of the config file.
 
 functions = ["my_module"]        # modules with @function definitions
-reference_functions = true       # the inventory's low-stock alert and audit trail
+app_functions = true             # the functions the app itself declares
 [function_settings]              # what functions see as ctx.settings
 low_stock_threshold = 5
 """
@@ -25,7 +25,7 @@ class FunctionsConfig:
 
     modules: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
-    reference: bool = True
+    app_functions: bool = True
 
 
 def load_functions_config(path: Path | None) -> FunctionsConfig:
@@ -38,7 +38,7 @@ def load_functions_config(path: Path | None) -> FunctionsConfig:
     settings = document.get("function_settings", {})
     if not isinstance(settings, dict):
         raise ConfigError("function_settings must be a table")
-    reference = document.get("reference_functions", True)
-    if not isinstance(reference, bool):
-        raise ConfigError("reference_functions must be true or false")
-    return FunctionsConfig(tuple(modules), settings, reference)
+    own = document.get("app_functions", True)
+    if not isinstance(own, bool):
+        raise ConfigError("app_functions must be true or false")
+    return FunctionsConfig(tuple(modules), settings, own)

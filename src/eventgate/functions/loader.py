@@ -10,9 +10,7 @@ from collections.abc import Iterable
 from eventgate.errors import ConfigError
 from eventgate.functions.api import Function
 
-__all__ = ["REFERENCE_MODULE", "load_functions"]
-
-REFERENCE_MODULE = "eventgate.inventory_functions"
+__all__ = ["load_functions"]
 
 
 def load_functions(modules: Iterable[str]) -> list[Function]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -12,30 +13,41 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from eventgate.domain.messages import camel_case
 from eventgate.http.consistency import decode_token
 from eventgate.http.etags import ETagCipher, content_etag
 from eventgate.http.media import JSON, response_type
 from eventgate.http.problems import HTTPProblem, render_error
 from eventgate.http.representation import choose_format, render
 from eventgate.projections.changes import ChangeFeed
-from eventgate.queries.reader import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY, InventoryReader
+from eventgate.queries.reader import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    MAX_QUERY,
+    ResourceReader,
+    representation,
+)
+from eventgate.resources.declaration import ListView, Resource
 
 __all__ = ["query_app"]
 
 READ_METHODS = ["GET", "HEAD", "OPTIONS"]
 
 
-class InventoryQueries:
-    """The endpoints; `allow` lists every method of each resource, for OPTIONS."""
+class ResourceQueries:
+    """The read endpoints of one resource; `allow` lists every method of its collection and
+    item paths, for OPTIONS."""
 
     def __init__(
         self,
-        reader: InventoryReader,
+        resource: Resource,
+        reader: ResourceReader,
         feed: ChangeFeed,
         cipher: ETagCipher,
         consistency_wait: float,
         allow: Mapping[str, Sequence[str]],
     ) -> None:
+        self._resource = resource
         self._reader = reader
         self._feed = feed
         self._cipher = cipher
@@ -43,49 +55,44 @@ class InventoryQueries:
         self._allow = allow
 
     async def collection(self, request: Request) -> Response:
-        if request.method == "OPTIONS":
+        view = self._resource.list
+        if request.method == "OPTIONS" or view is None:
             return self._options("collection")
         fmt = choose_format(request)
         limit = _limit(request.query_params.get("limit"))
         q = request.query_params.get("q")
         if q is not None and len(q) > MAX_QUERY:
             raise HTTPProblem(400, f"q must be at most {MAX_QUERY} characters")
-        consistency = await self._consistency(request, self._reader.list_view)
-        page = await self._reader.items(limit, request.query_params.get("cursor"), q)
+        filters = _filters(view, request.query_params)
+        consistency = await self._consistency(request, view.projection.name)
+        page = await self._reader.page(view, limit, request.query_params.get("cursor"), q, filters)
         body = {"items": page.items, "next": page.next}
-        return render(
-            request, fmt, "InventoryItemListDataCollection", body, content_etag, consistency
-        )
+        return render(request, fmt, view.domain_model, body, content_etag, consistency)
 
     async def item(self, request: Request) -> Response:
         if request.method == "OPTIONS":
             return self._options("item")
+        view = self._resource.item
         fmt = choose_format(request)
         item_id = request.path_params["id"]
-        consistency = await self._consistency(request, self._reader.details_view)
-        row = await self._reader.item(item_id)
+        consistency = await self._consistency(request, view.projection.name)
+        row = await self._reader.item(view, item_id)
         if row is None:
-            raise HTTPProblem(404, f"no inventory item {item_id}")
-        if not row["active"]:
-            raise HTTPProblem(410, f"inventory item {item_id} is deactivated")
-        body = {
-            "id": row["id"],
-            "name": row["name"],
-            "currentCount": row["current_count"],
-            "version": row["version"],
-        }
-        version = row["version"]
+            raise HTTPProblem(404, f"no {self._resource.name} {item_id}", headers=consistency)
+        if view.gone and all(row[c] == v for c, v in view.gone.items()):
+            raise HTTPProblem(410, f"{self._resource.name} {item_id} is gone", headers=consistency)
+        version = row[view.version]
         return render(
             request,
             fmt,
-            "InventoryItemDetails",
-            body,
+            view.domain_model,
+            representation(row, list(view.fields)),
             lambda _: self._cipher.seal(item_id, version, fmt),
             consistency,
         )
 
-    def _options(self, resource: str) -> Response:
-        methods = list(self._allow[resource])
+    def _options(self, kind: str) -> Response:
+        methods = list(self._allow[kind])
         return Response(
             orjson.dumps(methods),
             headers={"Allow": ", ".join(methods)},
@@ -114,22 +121,52 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
+def _filters(view: ListView, params: Mapping[str, str]) -> dict[str, Any]:
+    """The declared filters the query names, as column values (400 when one cannot be)."""
+    found: dict[str, Any] = {}
+    for column in view.filters:
+        raw = params.get(camel_case(column))
+        if raw is None:
+            continue
+        kind = view.projection.columns[column]
+        try:
+            found[column] = _typed(kind, raw)
+        except ValueError:
+            raise HTTPProblem(400, f"{camel_case(column)} must be a {kind.__name__}") from None
+    return found
+
+
+def _typed(kind: type, raw: str) -> Any:
+    if kind is bool:
+        if raw not in ("true", "false"):
+            raise ValueError(raw)
+        return raw == "true"
+    if kind is int:
+        if len(raw) > 20:
+            raise ValueError(raw)
+        return int(raw)
+    return kind(raw)
+
+
 def query_app(
-    reader: InventoryReader,
+    resources: Sequence[Resource],
+    reader: ResourceReader,
     feed: ChangeFeed,
     cipher: ETagCipher,
     *,
-    paths: Mapping[str, Sequence[str]],
-    allow: Mapping[str, Sequence[str]],
+    allow: Mapping[str, Mapping[str, Sequence[str]]],
     consistency_wait: float = 2.0,
 ) -> Starlette:
-    """The query ASGI app; `paths` maps "collection"/"item" to their URL patterns."""
-    queries = InventoryQueries(reader, feed, cipher, consistency_wait, allow)
-    routes = [
-        Route(path, endpoint, methods=READ_METHODS)
-        for resource, endpoint in (("collection", queries.collection), ("item", queries.item))
-        for path in paths[resource]
-    ]
+    """The query ASGI app of `resources`; `allow[resource.path]` lists the methods of its
+    "collection" and "item" paths."""
+    routes = []
+    for resource in resources:
+        queries = ResourceQueries(
+            resource, reader, feed, cipher, consistency_wait, allow[resource.path]
+        )
+        routes += [Route(p, queries.collection, methods=READ_METHODS)
+                   for p in resource.collection_paths]  # fmt: skip
+        routes += [Route(p, queries.item, methods=READ_METHODS) for p in resource.item_paths]
     return Starlette(
         routes=routes, exception_handlers={HTTPProblem: render_error, HTTPException: render_error}
     )

@@ -8,7 +8,7 @@ read, so a read racing an upsert can never pin a stale row.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
 from cachetools import LRUCache
@@ -22,17 +22,30 @@ ALL_ROWS = "*"
 
 
 class ViewCache:
-    """Per-view LRU caches; a change to a row evicts it, a change to a view with
-    `per_row=False` (a list whose pages any row can alter) evicts the whole view."""
+    """Per-view LRU caches of two kinds: rows by key, which a change to that row evicts,
+    and query results (pages of a list), which any change to the view evicts."""
 
-    def __init__(self, feed: ChangeFeed, views: Mapping[str, bool], size: int = 10_000) -> None:
-        self._per_row = views
-        self._entries: dict[str, LRUCache[Hashable, Any]] = {v: LRUCache(size) for v in views}
-        self._generations = dict.fromkeys(views, 0)
+    def __init__(self, feed: ChangeFeed, views: Iterable[str], size: int = 10_000) -> None:
+        self._rows: dict[str, LRUCache[Hashable, Any]] = {v: LRUCache(size) for v in views}
+        self._queries: dict[str, LRUCache[Hashable, Any]] = {v: LRUCache(size) for v in views}
+        self._generations = dict.fromkeys(self._rows, 0)
         feed.listen(self._changed)
 
-    async def get(self, view: str, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
-        entries = self._entries[view]
+    async def row(self, view: str, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        """The row `key` of `view`, from the cache or `load`."""
+        return await self._get(self._rows[view], view, key, load)
+
+    async def query(self, view: str, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
+        """The result of query `key` on `view`, from the cache or `load`."""
+        return await self._get(self._queries[view], view, key, load)
+
+    async def _get(
+        self,
+        entries: LRUCache[Hashable, Any],
+        view: str,
+        key: Hashable,
+        load: Callable[[], Awaitable[Any]],
+    ) -> Any:
         if key in entries:
             return entries[key]
         generation = self._generations[view]
@@ -42,11 +55,11 @@ class ViewCache:
         return value
 
     def _changed(self, change: RecordChanged) -> None:
-        if change.view not in self._entries:
+        if change.view not in self._rows:
             return
         self._generations[change.view] += 1
-        entries = self._entries[change.view]
-        if self._per_row[change.view] and change.id != ALL_ROWS:
-            entries.pop(change.id, None)
+        self._queries[change.view].clear()
+        if change.id == ALL_ROWS:
+            self._rows[change.view].clear()
         else:
-            entries.clear()
+            self._rows[change.view].pop(change.id, None)

@@ -1,4 +1,4 @@
-"""The read facade of the inventory: queries on the read store, never a write."""
+"""The read facade of declared resources: their list and item queries, never a write."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import ClassVar
+from typing import Any
 
 import orjson
 
+from eventgate.domain.messages import camel_case
 from eventgate.http.problems import HTTPProblem
-from eventgate.projections.inventory import item_details, item_list
 from eventgate.projections.projection import Row
 from eventgate.projections.readstore import SQLiteReadStore
 from eventgate.queries.cache import ViewCache
+from eventgate.resources.declaration import ItemView, ListView
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_QUERY", "InventoryReader", "ItemPage"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_QUERY", "Page", "ResourceReader", "representation"]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -25,72 +25,98 @@ MAX_QUERY = 200
 
 
 @dataclass(frozen=True)
-class ItemPage:
-    items: list[dict[str, str]]
+class Page:
+    items: list[dict[str, Any]]
     next: str | None
 
 
-def _cursor(row: Row) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([row["name"], row["id"]])).decode()
+def representation(row: Row, fields: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The client's view of a row: the declared fields, camelCase."""
+    return {camel_case(name): row[name] for name in fields}
 
 
-def _after(cursor: str) -> tuple[str, str]:
-    try:
-        name, item_id = orjson.loads(base64.urlsafe_b64decode(cursor))
-        if not isinstance(name, str) or not isinstance(item_id, str):
-            raise ValueError(cursor)
-    except (binascii.Error, ValueError, TypeError):
-        raise HTTPProblem(400, "malformed cursor") from None
-    return name, item_id
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-class InventoryReader:
-    """Answers the two inventory queries from their read models."""
-
-    list_view = item_list.name
-    details_view = item_details.name
-    cached_views: ClassVar[Mapping[str, bool]] = MappingProxyType(
-        {list_view: False, details_view: True}  # view -> is one row's change local to it?
-    )
+class ResourceReader:
+    """Answers list and item queries from the read store, through the cache when given."""
 
     def __init__(self, read_store: SQLiteReadStore, cache: ViewCache | None = None) -> None:
         self._store = read_store
         self._cache = cache
 
-    async def items(self, limit: int, cursor: str | None, q: str | None) -> ItemPage:
-        """Active items ordered by name then id, `limit` per page, optionally matching `q`."""
+    async def item(self, view: ItemView, item_id: str) -> Row | None:
+        """The row of one item (logically deleted ones too), or None."""
+        projection = view.projection
         if self._cache is None:
-            return await self._items(limit, cursor, q)
-        page: ItemPage = await self._cache.get(
-            self.list_view, (limit, cursor, q), lambda: self._items(limit, cursor, q)
-        )
-        return page
-
-    async def item(self, item_id: str) -> Row | None:
-        """The details row of one item (deactivated ones too), or None."""
-        if self._cache is None:
-            return await self._store.get(item_details, item_id)
-        row: Row | None = await self._cache.get(
-            self.details_view, item_id, lambda: self._store.get(item_details, item_id)
+            return await self._store.get(projection, item_id)
+        row: Row | None = await self._cache.row(
+            projection.name, item_id, lambda: self._store.get(projection, item_id)
         )
         return row
 
-    async def _items(self, limit: int, cursor: str | None, q: str | None) -> ItemPage:
-        where: list[str] = ["active = 1"]
-        parameters: list[str] = []
+    async def page(
+        self,
+        view: ListView,
+        limit: int,
+        cursor: str | None,
+        q: str | None,
+        filters: Mapping[str, Any],
+    ) -> Page:
+        """Rows in the view's order after `cursor`, `limit` of them, matching `q` and `filters`."""
+        if self._cache is None:
+            return await self._page(view, limit, cursor, q, filters)
+        key = (id(view), limit, cursor, q, tuple(sorted(filters.items())))
+        page: Page = await self._cache.query(
+            view.projection.name, key, lambda: self._page(view, limit, cursor, q, filters)
+        )
+        return page
+
+    async def _page(
+        self,
+        view: ListView,
+        limit: int,
+        cursor: str | None,
+        q: str | None,
+        filters: Mapping[str, Any],
+    ) -> Page:
+        order = view.sort_columns
+        where: list[str] = []
+        parameters: list[Any] = []
+        for column, value in {**view.where, **filters}.items():
+            where.append(f"{column} = ?")
+            parameters.append(value)
         if cursor is not None:
-            where.append("(name, id) > (?, ?)")
-            parameters += _after(cursor)
-        if q:
-            where.append("name LIKE ? ESCAPE '\\'")
+            where.append(f"({', '.join(order)}) > ({', '.join('?' for _ in order)})")
+            parameters += _after(cursor, len(order))
+        if q and view.search is not None:
+            where.append(f"{view.search} LIKE ? ESCAPE '\\'")
             parameters.append(_like(q))
         rows = await self._store.select(
-            item_list, " AND ".join(where), tuple(parameters), "name, id", limit + 1
+            view.projection,
+            " AND ".join(where) or "1 = 1",
+            tuple(parameters),
+            ", ".join(order),
+            limit + 1,
         )
-        page = [{"id": row["id"], "name": row["name"]} for row in rows[:limit]]
-        return ItemPage(page, _cursor(rows[limit - 1]) if len(rows) > limit else None)
+        items = [representation(row, list(view.fields)) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, _cursor([rows[limit - 1][c] for c in order]) if more else None)
+
+
+def _cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode()
+
+
+def _after(cursor: str, size: int) -> list[Any]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor))
+        if not isinstance(values, list) or len(values) != size:
+            raise ValueError(cursor)
+        if not all(isinstance(v, str | int | float) for v in values):
+            raise ValueError(cursor)
+    except (binascii.Error, ValueError, TypeError):
+        raise HTTPProblem(400, "malformed cursor") from None
+    return values
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

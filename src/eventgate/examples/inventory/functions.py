@@ -1,4 +1,4 @@
-"""The inventory's reference functions, on by default in `eventgate up`.
+"""The inventory's functions, run by `eventgate up` with the app.
 
 - `low_stock_alert` publishes an `InventoryLowStock` integration event when a removal takes
   an item's stock below `low_stock_threshold` (config `[function_settings]`, default 5).

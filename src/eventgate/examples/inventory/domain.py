@@ -1,13 +1,13 @@
-"""The m-r inventory domain: the reference service, built on the public domain API."""
+"""The m-r inventory domain: commands, events and the InventoryItem aggregate."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from eventgate.domain.aggregate import Aggregate
-from eventgate.domain.messages import Command, Event
-from eventgate.errors import InvalidCommand, RuleViolation
+from msgspec import Meta
+
+from eventgate import Aggregate, Command, Event, InvalidCommand, RuleViolation
 
 __all__ = [
     "COMMANDS",
@@ -28,19 +28,22 @@ __all__ = [
 
 MAX_NAME_LENGTH = 200
 
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
+Count = Annotated[int, Meta(gt=0)]
+
 
 # -- commands ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CreateInventoryItem(Command):
-    name: str
+    name: Name
     creates: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class RenameInventoryItem(Command):
-    new_name: str
+    new_name: Name
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,12 @@ class DeactivateInventoryItem(Command):
 
 @dataclass(frozen=True)
 class CheckInItemsToInventory(Command):
-    count: int
+    count: Count
 
 
 @dataclass(frozen=True)
 class RemoveItemsFromInventory(Command):
-    count: int
+    count: Count
 
 
 COMMANDS: tuple[type[Command], ...] = (

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from eventgate.domain.inventory import (
+from eventgate import Projection, RecordedEvent, Row
+
+from .domain import (
     InventoryItemCreated,
     InventoryItemDeactivated,
     InventoryItemRenamed,
     ItemsCheckedInToInventory,
     ItemsRemovedFromInventory,
 )
-from eventgate.eventstore.model import RecordedEvent
-from eventgate.projections.projection import Projection, Row
 
 __all__ = ["INVENTORY_PROJECTIONS", "item_details", "item_list"]
 

@@ -1,0 +1,42 @@
+"""The gateway's route table and each path's allowed methods, generated from resources."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
+from eventgate.resources.declaration import Resource
+
+__all__ = ["allowed_methods", "resource_routes"]
+
+
+def resource_routes(
+    resources: Sequence[Resource], commands: str = "commands", queries: str = "queries"
+) -> list[GatewayRoute]:
+    """Reads go to the `queries` upstream, writes to `commands`, for every path of each."""
+    routes = []
+    for resource in resources:
+        reads = SAFE_METHODS if resource.list is not None else frozenset({"OPTIONS"})
+        for path in resource.collection_paths:
+            routes.append(GatewayRoute(reads, path, queries))
+            if resource.create is not None:
+                routes.append(GatewayRoute(frozenset({"POST"}), path, commands))
+        writes = frozenset(resource.item_commands())
+        for path in resource.item_paths:
+            routes.append(GatewayRoute(SAFE_METHODS, path, queries))
+            if writes:
+                routes.append(GatewayRoute(writes, path, commands))
+    return routes
+
+
+def allowed_methods(
+    resources: Sequence[Resource], table: RouteTable
+) -> dict[str, dict[str, list[str]]]:
+    """resource path -> {"collection": methods, "item": methods}, as OPTIONS and 405 say."""
+    return {
+        resource.path: {
+            "collection": table.match("OPTIONS", resource.path)[1],
+            "item": table.match("OPTIONS", resource.item_paths[0].replace("{id}", "x"))[1],
+        }
+        for resource in resources
+    }
