@@ -22,6 +22,7 @@ from eventgate.examples.inventory.domain import (
     CheckInItemsToInventory,
     CreateInventoryItem,
     DeactivateInventoryItem,
+    InventoryItem,
     RemoveItemsFromInventory,
     RenameInventoryItem,
 )
@@ -85,3 +86,18 @@ async def test_concurrent_stock_moves_without_if_match_all_succeed(
     )
     assert sum(not isinstance(r, BaseException) for r in results) == 13  # 40 // 3
     assert all(isinstance(r, RuleViolation) for r in results if isinstance(r, BaseException))
+
+
+async def test_a_command_sent_again_with_its_id_is_not_applied_twice(
+    handler: CommandHandler,
+) -> None:
+    created = await handler.execute(CreateInventoryItem("a", "widget"), command_id="c-1")
+    again = await handler.execute(CreateInventoryItem("a", "widget"), command_id="c-1")
+    assert again.position == created.position and again.version == 1
+    moved = await handler.execute(CheckInItemsToInventory("a", 3), command_id="c-2")
+    repeat = await handler.execute(CheckInItemsToInventory("a", 3), command_id="c-2")
+    assert (repeat.position, repeat.version) == (moved.position, moved.version)
+    item = await handler.load(InventoryItem, "a")
+    assert isinstance(item, InventoryItem) and item.count == 3 and item.version == 2
+    with pytest.raises(AggregateAlreadyExists):  # another id: a real second create
+        await handler.execute(CreateInventoryItem("a", "widget"), command_id="c-3")

@@ -71,10 +71,14 @@ class CommandHandler:
         metadata: Mapping[str, Any] | None = None,
         command_id: str | None = None,
     ) -> CommandResult:
-        """Decide and append; on a race with another writer, decide again on fresh state."""
+        """Decide and append; on a race with another writer, decide again on fresh state.
+
+        A caller-given `command_id` makes the command repeatable: when events of that id
+        are already in the stream, their result is returned and nothing is appended."""
         aggregate_type = self._routes.get(type(command))
         if aggregate_type is None:
             raise ConfigError(f"no aggregate handles {type(command).__name__}")
+        repeatable = command_id is not None
         command_id = command_id or str(uuid_utils.uuid4())
         metadata = {
             "correlationId": command_id,
@@ -88,7 +92,7 @@ class CommandHandler:
             try:
                 async with self._serialised(command.id):
                     return await self._attempt(
-                        aggregate_type, command, expected_version, metadata, command_id
+                        aggregate_type, command, expected_version, metadata, command_id, repeatable
                     )
             except ConcurrencyError:
                 races += 1
@@ -118,10 +122,22 @@ class CommandHandler:
         expected_version: int | None,
         metadata: dict[str, Any],
         command_id: str,
+        repeatable: bool,
     ) -> CommandResult:
         if command.creates and expected_version in (None, NO_STREAM):
-            return await self._create(aggregate_type, command, metadata, command_id)
-        aggregate, last_position = await self._load(aggregate_type, command.id)
+            try:
+                return await self._create(aggregate_type, command, metadata, command_id)
+            except AggregateAlreadyExists:
+                done = await self._done_before(command, command_id) if repeatable else None
+                if done is None:
+                    raise
+                return done
+        history = await self._store.read_stream(command.id)
+        done = _done_in(history, command, command_id) if repeatable else None
+        if done is not None:
+            return done
+        aggregate = aggregate_type.replay(command.id, map(self._codec.decode, history))
+        last_position = history[-1].position if history else 0
         if command.creates and aggregate.exists:
             raise AggregateAlreadyExists(command.id)
         if not command.creates and not aggregate.exists:
@@ -158,7 +174,23 @@ class CommandHandler:
             command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
         )
 
+    async def _done_before(self, command: Command, command_id: str) -> CommandResult | None:
+        return _done_in(await self._store.read_stream(command.id), command, command_id)
+
     async def _load(self, aggregate_type: type[Aggregate], stream_id: str) -> tuple[Aggregate, int]:
         history = await self._store.read_stream(stream_id)
         aggregate = aggregate_type.replay(stream_id, map(self._codec.decode, history))
         return aggregate, history[-1].position if history else 0
+
+
+def _done_in(
+    history: list[RecordedEvent], command: Command, command_id: str
+) -> CommandResult | None:
+    """The result of `command_id` if its events are already in `history`: a command sent
+    again with the id it was first sent with (a function's `ctx.send` on redelivery) is
+    answered with what it did then, not applied twice."""
+    events = [e for e in history if e.metadata.get("commandId") == command_id]
+    if not events:
+        return None
+    last = events[-1]
+    return CommandResult(command_id, command.id, last.stream_version, last.position, events)

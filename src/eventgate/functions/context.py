@@ -83,8 +83,11 @@ class Context:
         self, command: Command, *, expected_version: int | None = None
     ) -> CommandResult | None:
         """Execute `command` on the command side, once per event (the n-th send of an
-        invocation is the same send on every redelivery). Its events carry this event as
-        their causation and the event's correlation id. None when an earlier delivery sent it."""
+        invocation is the same send on every redelivery). Its command id is derived from the
+        event, so even after a crash between the append and the effect record the command
+        handler finds its events in the stream and appends nothing again. Its events carry
+        this event as their causation and the event's correlation id. None when an earlier
+        delivery sent it."""
         self._sent += 1
         name = f"send:{self._sent}"
         command_id = self.key(name)
