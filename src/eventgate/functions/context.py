@@ -80,16 +80,17 @@ class Context:
         return result
 
     async def send(
-        self, command: Command, *, expected_version: int | None = None
+        self, command: Command, *, expected_version: int | None = None, key: str | None = None
     ) -> CommandResult | None:
-        """Execute `command` on the command side, once per event (the n-th send of an
-        invocation is the same send on every redelivery). Its command id is derived from the
-        event, so even after a crash between the append and the effect record the command
-        handler finds its events in the stream and appends nothing again. Its events carry
-        this event as their causation and the event's correlation id. None when an earlier
-        delivery sent it."""
+        """Execute `command` on the command side, once per event: the send named `key` (by
+        default the n-th send of the invocation) is the same send on every redelivery; name
+        sends whose number can differ between deliveries (after a branch). Its command id is
+        derived from the event, so even after a crash between the append and the effect
+        record the command handler finds its events in the stream and appends nothing again.
+        Its events carry this event as their causation and the event's correlation id. None
+        when an earlier delivery sent it."""
         self._sent += 1
-        name = f"send:{self._sent}"
+        name = f"send:{key}" if key is not None else f"send:{self._sent}"
         command_id = self.key(name)
         metadata = self._caused_metadata()
         sent: list[CommandResult] = []
