@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 
 import httpx
@@ -187,3 +188,14 @@ def test_the_openapi_document_and_docs_are_served(client: httpx.Client) -> None:
     document = client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.") and "/api/inventory-items/{id}" in document["paths"]
     assert "swagger-ui" in client.get("/docs").text
+
+
+def test_the_docs_page_loads_its_assets_from_this_server_not_a_cdn(client: httpx.Client) -> None:
+    page = client.get("/docs").text
+    assert "http://" not in page and "https://" not in page
+    assets = re.findall(r'(?:href|src)="(/docs/[^"]+)"', page)
+    assert len(assets) == 3
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 1000, asset
+    assert client.get("/docs/nothing.js").status_code == 404

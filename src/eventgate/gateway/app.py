@@ -18,10 +18,11 @@ import orjson
 import uuid_utils
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventgate.gateway.config import Consumer, GatewayConfig
+from eventgate.gateway.docs import DocsPages
 from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
@@ -34,11 +35,6 @@ _REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _STRIPPED = {_CONSUMER, _REQUEST_ID_HEADER}
 Admission = tuple[Response | None, "Consumer | None", GatewayRoute | None, dict[str, str]]
-_DOCS_HTML = """<!doctype html><html><head><title>eventgate API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
 
 
 class Gateway:
@@ -60,6 +56,7 @@ class Gateway:
         self._keys = {c.key_sha256: c for c in config.consumers}
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._openapi = orjson.dumps(openapi)
+        self._docs = DocsPages(str(openapi.get("info", {}).get("title", "eventgate API")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,8 +92,10 @@ class Gateway:
             return problem(414, f"the URL is longer than {MAX_URL_BYTES} bytes"), None, None, {}
         if path == "/openapi.json" and method in {"GET", "HEAD"}:
             return Response(self._openapi, media_type="application/json"), None, None, {}
-        if path == "/docs" and method in {"GET", "HEAD"}:
-            return HTMLResponse(_DOCS_HTML), None, None, {}
+        if path.startswith("/docs") and method in {"GET", "HEAD"}:
+            page = self._docs.answer(path)
+            if page is not None:
+                return page, None, None, {}
         consumer = None
         if self._config.auth_enabled:
             consumer = self._authenticate(headers)
