@@ -109,3 +109,64 @@ def test_up_refuses_a_public_interface_without_api_keys(tmp_path: Path) -> None:
     result = eventgate("up", "--data", str(tmp_path), "--host", "0.0.0.0", "--port", "0")
     assert result.returncode == 1
     assert "refusing to listen on 0.0.0.0 with no API keys" in result.stderr
+
+
+BROKEN_APP = """
+from dataclasses import dataclass
+from eventgate import App, Command, ItemView, Projection, Resource
+from eventgate.examples.inventory import inventory_app
+
+@dataclass(frozen=True)
+class Stray(Command):
+    pass
+
+inventory = inventory_app()
+rows = inventory.projections[1]
+unknown_command = Resource("/api/stray", post=Stray, item=ItemView(rows, fields=["id"]))
+unknown_column = Resource("/api/rows", item=ItemView(rows, fields=["id", "colour"]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("no_such_module:app", "cannot import app module 'no_such_module'"),
+        ("eventgate.examples.inventory:nothing", "has no attribute 'nothing'"),
+        ("eventgate.examples.inventory", "must look like module:attribute"),
+        ("eventgate.examples.inventory:INVENTORY_PROJECTIONS", "not an eventgate App"),
+        ("broken_app:with_unknown_command", "Stray is not a command of the app"),
+        ("broken_app:with_unknown_column", "has no column ['colour']"),
+    ],
+)
+def test_a_wrong_app_is_one_line_and_exit_1_before_anything_starts(
+    tmp_path: Path, reference: str, message: str
+) -> None:
+    (tmp_path / "broken_app.py").write_text(
+        BROKEN_APP + "with_unknown_command = lambda: App('x', inventory.commands, inventory.events,"
+        " inventory.projections, resources=[unknown_command])\n"
+        + "with_unknown_column = lambda: App('x', inventory.commands, inventory.events,"
+        " inventory.projections, resources=[unknown_column])\n"
+    )
+    command = [sys.executable, "-m", "eventgate.cli", "up", "--data", str(tmp_path / "data")]
+    result = subprocess.run(
+        [*command, "--port", "0", "--app", reference],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 1, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stdout == "" and not (tmp_path / "data").exists()  # nothing half-started
+
+
+def test_the_config_file_names_the_app(tmp_path: Path) -> None:
+    config = tmp_path / "eventgate.toml"
+    config.write_text('app = "tests.e2e.apps.taskboard:app"\n')
+    server = Server(tmp_path / "data", "--config", str(config)).start()
+    try:
+        assert "app taskboard" in server.banner
+    finally:
+        server.stop()

@@ -14,7 +14,8 @@ def to_xml(root: str, body: Mapping[str, Any]) -> bytes:
     element = Element(root)
     _fill(element, body)
     document: bytes = tostring(element, encoding="utf-8", xml_declaration=True)
-    return document
+    # A parser turns a literal CR into LF (XML 1.0 §2.11): only a reference keeps it.
+    return document.replace(b"\r", b"&#13;")
 
 
 def _fill(element: Element, value: Any) -> None:

@@ -16,8 +16,9 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 import uuid_utils
@@ -50,13 +51,37 @@ def decode_command(
     data = _json_object(raw) if body_fields(command) or (creates and raw.strip()) else {}
     if creates:
         stream_id = _client_id(data.get("id"))
-    fields = {snake_case(key): value for key, value in data.items() if key != "id"}
+    fields = _python_keys({k: v for k, v in data.items() if k != "id"}, command)
     try:
         decoded = msgspec.convert({**fields, "id": stream_id}, type=command, strict=False)
     except msgspec.ValidationError as e:
         raise HTTPProblem(422, _camel_message(str(e))) from None
     _check_values(decoded, "$")
     return decoded
+
+
+def _python_keys(value: Any, kind: Any) -> Any:
+    """`value` with the keys of every object that becomes a dataclass in snake_case; other
+    mappings keep their keys as sent."""
+    origin, arguments = get_origin(kind), get_args(kind)
+    if origin is Annotated:
+        return _python_keys(value, arguments[0])
+    if isinstance(value, dict) and dataclasses.is_dataclass(kind):
+        hints = get_type_hints(kind, include_extras=True)
+        converted = {snake_case(k): v for k, v in value.items()}
+        return {k: _python_keys(v, hints[k]) if k in hints else v for k, v in converted.items()}
+    if isinstance(value, list) and origin in (list, tuple, set, frozenset, Sequence):
+        return [_python_keys(item, arguments[0] if arguments else Any) for item in value]
+    if isinstance(value, dict) and origin in (dict, Mapping) and len(arguments) == 2:
+        return {k: _python_keys(v, arguments[1]) for k, v in value.items()}
+    if origin in (Union, UnionType):
+        classes = [a for a in arguments if dataclasses.is_dataclass(a)]
+        if len(classes) == 1 and isinstance(value, dict):
+            return _python_keys(value, classes[0])
+        lists = [a for a in arguments if get_origin(a) in (list, tuple, set, frozenset)]
+        if len(lists) == 1 and isinstance(value, list):
+            return _python_keys(value, lists[0])
+    return value
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
