@@ -1,4 +1,4 @@
-"""Schemathesis fuzzes every operation of /openapi.json against a real server: no 5xx."""
+"""Schemathesis fuzzes every operation of each app's /openapi.json on a real server: no 5xx."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from tests.e2e.server import Server
 pytestmark = pytest.mark.slow
 
 
-def test_no_input_from_the_openapi_document_causes_a_server_error(tmp_path: Path) -> None:
-    server = Server(tmp_path).start()
+APPS = ["eventgate.examples.inventory:app", "tests.e2e.apps.taskboard:app"]
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_no_input_from_the_openapi_document_causes_a_server_error(
+    tmp_path: Path, app: str
+) -> None:
+    server = Server(tmp_path, "--app", app).start()
     try:
         result = subprocess.run(
             [
