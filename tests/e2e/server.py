@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 class Server:
     """Start with `start()`; `url` is where the gateway listens; stop by signal or kill -9."""
 
-    def __init__(self, data: Path, *args: str) -> None:
+    def __init__(self, data: Path, *args: str, cwd: Path = ROOT) -> None:
         self.data = data
         self.args = args
+        self.cwd = cwd
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.banner = ""
@@ -30,7 +31,7 @@ class Server:
         command = [sys.executable, "-m", "eventgate.cli", "up", "--data", str(self.data)]
         self.process = subprocess.Popen(
             [*command, "--port", "0", *self.args],
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
