@@ -17,9 +17,7 @@ APPS = ["eventgate.examples.inventory:app", "tests.e2e.apps.taskboard:app"]
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_no_input_from_the_openapi_document_causes_a_server_error(
-    tmp_path: Path, app: str
-) -> None:
+def test_no_input_from_the_openapi_document_causes_a_server_error(tmp_path: Path, app: str) -> None:
     server = Server(tmp_path, "--app", app).start()
     try:
         result = subprocess.run(

@@ -38,9 +38,26 @@ _LONE_SURROGATE = re.compile(
 )
 
 
-def body_fields(command: type[Command]) -> list[str]:
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def body_fields(command: type[Command]) -> tuple[str, ...]:
     """The fields a body carries for `command`: every field but the id, which the URL gives."""
-    return [f.name for f in dataclasses.fields(command) if f.name != "id"]
+    found = _FIELDS.get(command)
+    if found is None:
+        found = _FIELDS[command] = tuple(
+            f.name for f in dataclasses.fields(command) if f.name != "id"
+        )
+    return found
+
+
+def _hints(kind: type) -> dict[str, Any]:
+    """The type hints of a dataclass, resolved once (they are read on every request)."""
+    found = _HINTS.get(kind)
+    if found is None:
+        found = _HINTS[kind] = get_type_hints(kind, include_extras=True)
+    return found
 
 
 def decode_command(
@@ -66,8 +83,8 @@ def _python_keys(value: Any, kind: Any) -> Any:
     origin, arguments = get_origin(kind), get_args(kind)
     if origin is Annotated:
         return _python_keys(value, arguments[0])
-    if isinstance(value, dict) and dataclasses.is_dataclass(kind):
-        hints = get_type_hints(kind, include_extras=True)
+    if isinstance(value, dict) and isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        hints = _hints(kind)
         converted = {snake_case(k): v for k, v in value.items()}
         return {k: _python_keys(v, hints[k]) if k in hints else v for k, v in converted.items()}
     if isinstance(value, list) and origin in (list, tuple, set, frozenset, Sequence):
