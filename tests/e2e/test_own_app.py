@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -217,3 +218,9 @@ def test_cli_reads_the_apps_data(server: Server, tmp_path: Path) -> None:
     )
     assert found.returncode == 0, found.stderr
     assert "boards" in found.stdout and "tasks" in found.stdout
+
+
+def test_a_404_after_a_wait_that_did_not_catch_up_says_it_is_stale(client: httpx.Client) -> None:
+    future = base64.urlsafe_b64encode(b"eg1:999999999").rstrip(b"=").decode()
+    response = client.get(f"/api/boards/{uuid.uuid4()}", headers={"Consistency-Token": future})
+    assert response.status_code == 404 and response.headers["Consistency-Status"] == "stale"
