@@ -59,11 +59,12 @@ Count = Annotated[int, Meta(gt=0)]
 # -- commands ---------------------------------------------------------------------------
 
 
+# The field is `item`, not `item_id`: eventgate renames only a body's top-level keys from
+# camelCase, so a nested `item_id` would have to be sent as "item_id" (while its OpenAPI schema
+# and error messages say "itemId"); a one-word name is spelled the same both ways.
 @dataclass(frozen=True)
 class OrderLine:
-    """`count` of inventory item `item`. The field is `item`, not `item_id`: eventgate decodes
-    nested body keys as they are spelled, so a snake_case nested field could not be sent in
-    camelCase; a one-word name is the same in both."""
+    """`count` units of the inventory item whose id is `item`."""
 
     item: ItemId
     count: Count
