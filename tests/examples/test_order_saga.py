@@ -24,6 +24,7 @@ from eventgate.examples.orders.functions import order_saga
 from eventgate.examples.orders.read_models import order_details
 from eventgate.functions import Function
 from eventgate.functions.context import Services
+from eventgate.functions.store import FunctionStore
 
 from .saga import (
     check_invariants,
@@ -207,17 +208,27 @@ async def mixed_orders(system: System) -> list[str]:
     return placed
 
 
-async def test_redelivering_every_order_event_changes_nothing(system: System) -> None:
+async def test_redelivering_every_order_event_changes_nothing(
+    system: System, tmp_path: Path
+) -> None:
     async with saga_running(system):
         placed = await mixed_orders(system)
         await settle(system, placed)
         await asyncio.sleep(0.3)  # let the worker finish its last steps and commit
     before = await system.store.read_all()
     check_invariants(before)
-    services = Services(system.store, system.commands, system.functions, system.settings.data_dir)
-    for event in before:  # delivered again, after the runtime forgot its effect records
-        if order_saga.wants(event.type):  # (their checkpoint passed): command ids alone
-            await order_saga(event, Context(order_saga.name, event, 2, services))
+    forgetful = await FunctionStore.open(tmp_path / "no-records.sqlite")
+    try:
+        for functions in (system.functions, forgetful):
+            # delivered again with whatever effect records the runtime kept, then with none
+            # at all: the command ids alone keep every effect once (the one refusal here,
+            # for lack of stock in `empty`, stays a refusal: that item never gets stock)
+            services = Services(system.store, system.commands, functions, tmp_path)
+            for event in before:
+                if order_saga.wants(event.type):
+                    await order_saga(event, Context(order_saga.name, event, 2, services))
+    finally:
+        await forgetful.close()
     assert await system.store.read_all() == before
 
 
