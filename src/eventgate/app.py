@@ -64,6 +64,8 @@ def load_app(reference: str) -> App:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
+    except ConfigError as e:
+        raise ConfigError(f"app {reference!r} is not valid: {e}") from e
     except Exception as e:
         raise ConfigError(f"cannot import app module {module_name!r}: {e}") from e
     found = getattr(module, attribute, None)

@@ -42,6 +42,11 @@ class Settings:
     def functions_path(self) -> Path:
         return self.data_dir / "functions.sqlite"
 
+    @property
+    def app_record(self) -> Path:
+        """Where `eventgate up` notes the app it serves, for the commands run on this data."""
+        return self.data_dir / "app"
+
     def ensure_data_dir(self) -> None:
         """Create the data directory, or fail with one clear line."""
         try:
@@ -62,8 +67,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config {path} is not valid TOML: {e}") from e
 
 
-def app_reference(option: str | None, config: Path | None) -> str:
-    """The app to serve: `--app` (or EVENTGATE_APP), else the config's `app`, else the default."""
+def app_reference(option: str | None, config: Path | None, data_dir: Path | None = None) -> str:
+    """The app to serve: `--app` (or EVENTGATE_APP), else the config's `app`, else the app
+    `eventgate up` last served on `data_dir`, else the default."""
     if option:
         return option
     if config is not None:
@@ -72,4 +78,7 @@ def app_reference(option: str | None, config: Path | None) -> str:
             if not isinstance(configured, str) or not configured:
                 raise ConfigError('app must be a string like "my_module:app"')
             return configured
+    recorded = Settings(data_dir=data_dir).app_record if data_dir is not None else None
+    if recorded is not None and recorded.is_file():
+        return recorded.read_text(encoding="utf-8").strip() or DEFAULT_APP
     return DEFAULT_APP

@@ -140,7 +140,7 @@ def test_the_tutorial_is_served_and_answers_as_it_shows(tmp_path: Path) -> None:
         # Update with If-Match: 202; the same If-Match again: 412
         shown(client.put(ticket, json={"priority": 1}, headers={"If-Match": etag}), 202)
         stale = shown(client.put(ticket, json={"priority": 2}, headers={"If-Match": etag}), 412)
-        assert "not the expected 1" in stale.json()["detail"]
+        assert stale.json()["detail"] == "If-Match does not name the current version"
 
         # The function's effect: the urgent ticket is assigned to on-call (version 3)
         def assigned() -> httpx.Response | None:

@@ -52,7 +52,8 @@ AppOption = Annotated[
     typer.Option(
         "--app",
         envvar="EVENTGATE_APP",
-        help="The app to serve, as module:attribute (default: the inventory example).",
+        help="The app, as module:attribute (default: the one `up` last served on --data,"
+        " else the inventory example).",
     ),
 ]
 
@@ -81,10 +82,11 @@ def setup_logging() -> None:
     )
 
 
-def chosen_app(option: str | None, config: Path | None = None) -> App:
-    """The app `--app`, the config file or the default names, loaded; or one line and exit 1."""
+def chosen_app(option: str | None, config: Path | None = None, data: Path | None = None) -> App:
+    """The app `--app`, the config file, the data directory's record or the default names,
+    loaded; or one line and exit 1."""
     try:
-        return load_app(app_reference(option, config))
+        return load_app(app_reference(option, config, data))
     except EventgateError as e:
         fail(e)
 

@@ -92,7 +92,7 @@ def functions_list(
     app_option: AppOption = None,
 ) -> None:
     """Every function that has run here: triggers, checkpoint, lag, failures, dead letters."""
-    served = chosen_app(app_option)
+    served = chosen_app(app_option, data=data)
 
     async def rows() -> list[dict[str, Any]]:
         system = await open_existing(data, served)
@@ -213,7 +213,7 @@ def serve_functions(
     `eventgate up --no-functions`); a worker that dies is restarted, and its streams are
     taken over by the others meanwhile."""
     setup_logging()
-    served = chosen_app(app_option, config)
+    served = chosen_app(app_option, config, data)
     chosen = chosen_functions(served, config, functions)
     if workers == 1:
         run(lambda: _serve_one(data, served, chosen))

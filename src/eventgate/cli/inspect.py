@@ -44,7 +44,7 @@ def events(
     app_option: AppOption = None,
 ) -> None:
     """List stored events in global order (upcast by the app's upcasters)."""
-    served = chosen_app(app_option)
+    served = chosen_app(app_option, data=data)
     found = run(lambda: _events(data, served, stream, from_position, limit))
     if as_json:
         for event in found:
@@ -90,7 +90,7 @@ async def _events(
 @projections_app.command("status")
 def projections_status(data: DataDir = DEFAULT_DATA_DIR, app_option: AppOption = None) -> None:
     """Show each projection's checkpoint and lag behind the head of the log."""
-    served = chosen_app(app_option)
+    served = chosen_app(app_option, data=data)
 
     async def status() -> list[Any]:
         system = await open_existing(data, served)
@@ -112,7 +112,7 @@ def projections_rebuild(
     app_option: AppOption = None,
 ) -> None:
     """Empty read models and replay the whole log into them, with progress."""
-    served = chosen_app(app_option)
+    served = chosen_app(app_option, data=data)
     run(lambda: _rebuild(data, served, name))
 
 

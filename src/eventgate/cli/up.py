@@ -27,7 +27,7 @@ from eventgate.cli.common import (
     setup_logging,
 )
 from eventgate.cli.functions import ChosenFunctions, FunctionModules, chosen_functions
-from eventgate.config import DEFAULT_DATA_DIR, Settings
+from eventgate.config import DEFAULT_DATA_DIR, Settings, app_reference
 from eventgate.gateway.config import GatewayConfig, load_config
 
 __all__ = ["up"]
@@ -55,13 +55,15 @@ def up(
 ) -> None:
     """Run the gateway, the command and query APIs, the upsert service and the functions.
 
-    Serves `--app` (or the config's `app`; the inventory example by default). Functions:
+    Serves `--app` (else the config's `app`, else the app last served on this data, else
+    the inventory example). Functions:
     the app's own and any `--functions` module. Runs until SIGINT/SIGTERM."""
     setup_logging()
-    served = chosen_app(app_option, config)
+    served = chosen_app(app_option, config, data)
     chosen = None if no_functions else chosen_functions(served, config, functions)
     settings = Settings(data_dir=data)
-    run(lambda: _up(settings, served, load_config(config), host, port, insecure, chosen))
+    record = app_reference(app_option, config, data)
+    run(lambda: _up(settings, served, record, load_config(config), host, port, insecure, chosen))
 
 
 class _Server(uvicorn.Server):
@@ -75,6 +77,7 @@ class _Server(uvicorn.Server):
 async def _up(
     settings: Settings,
     served: App,
+    reference: str,
     config: GatewayConfig,
     host: str,
     port: int,
@@ -88,6 +91,7 @@ async def _up(
         )
     sock = _bind(host, port)
     http = await open_http(settings, config, served)
+    settings.app_record.write_text(reference + "\n", encoding="utf-8")
     server = _Server(
         uvicorn.Config(
             http.gateway,

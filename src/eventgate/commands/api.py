@@ -25,7 +25,7 @@ from eventgate.commands.idempotency import (
     Replay,
 )
 from eventgate.domain.messages import Command
-from eventgate.errors import AggregateNotFound, EventgateError
+from eventgate.errors import AggregateNotFound, ConcurrencyError, EventgateError
 from eventgate.http.consistency import encode_token
 from eventgate.http.etags import ETagCipher, parse_etags
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
@@ -85,6 +85,8 @@ class ResourceCommands:
             if if_match is not None and if_match.strip() == "*":
                 raise HTTPProblem(412, "If-Match: * but the item does not exist") from None
             raise
+        except ConcurrencyError:
+            raise HTTPProblem(412, "If-Match does not name the current version") from None
         return self._accepted(result)
 
     def _expected_version(self, item_id: str, if_match: str | None) -> int | None:

@@ -78,9 +78,10 @@ class ResourceQueries:
         consistency = await self._consistency(request, view.projection.name)
         row = await self._reader.item(view, item_id)
         if row is None:
-            raise HTTPProblem(404, f"no {self._resource.name} {item_id}", headers=consistency)
+            raise HTTPProblem(404, f"nothing at {request.url.path}", headers=consistency)
         if view.gone and all(row[c] == v for c, v in view.gone.items()):
-            raise HTTPProblem(410, f"{self._resource.name} {item_id} is gone", headers=consistency)
+            detail = f"{request.url.path} is gone (logically deleted)"
+            raise HTTPProblem(410, detail, headers=consistency)
         version = row[view.version]
         return render(
             request,
