@@ -13,7 +13,11 @@ from tests.e2e.server import Server
 pytestmark = pytest.mark.slow
 
 
-APPS = ["eventgate.examples.inventory:app", "tests.e2e.apps.taskboard:app"]
+APPS = [
+    "eventgate.examples.inventory:app",
+    "eventgate.examples.orders:app",
+    "tests.e2e.apps.taskboard:app",
+]
 
 
 @pytest.mark.parametrize("app", APPS)

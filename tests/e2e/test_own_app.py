@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.server import Server
+from tests.e2e.server import ROOT, Server
 
 APP = "tests.e2e.apps.taskboard:app"
 MODEL = "application/json; domain-model={}"
@@ -195,29 +196,14 @@ def test_the_openapi_document_describes_the_declared_resources(client: httpx.Cli
     assert filters == {"limit", "cursor", "boardId", "done"}
 
 
-def test_cli_reads_the_apps_data(server: Server, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    found = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eventgate.cli",
-            "projections",
-            "status",
-            "--data",
-            str(server.data),
-            "--app",
-            APP,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+@pytest.mark.parametrize("named", [True, False])
+def test_cli_reads_the_apps_data_named_or_as_up_recorded_it(server: Server, named: bool) -> None:
+    command = [sys.executable, "-m", "eventgate.cli", "projections", "status"]
+    command += ["--data", str(server.data), *(["--app", APP] if named else [])]
+    found = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert found.returncode == 0, found.stderr
     assert "boards" in found.stdout and "tasks" in found.stdout
+    assert "inventory" not in found.stdout
 
 
 def test_a_404_after_a_wait_that_did_not_catch_up_says_it_is_stale(client: httpx.Client) -> None:
