@@ -210,3 +210,10 @@ def test_a_404_after_a_wait_that_did_not_catch_up_says_it_is_stale(client: httpx
     future = base64.urlsafe_b64encode(b"eg1:999999999").rstrip(b"=").decode()
     response = client.get(f"/api/boards/{uuid.uuid4()}", headers={"Consistency-Token": future})
     assert response.status_code == 404 and response.headers["Consistency-Status"] == "stale"
+
+
+def test_a_command_on_another_kind_of_aggregate_is_404(client: httpx.Client) -> None:
+    board_id = board(client).json()["id"]
+    estimate = {"Content-Type": MODEL.format("EstimateTask")}
+    misdirected = client.post(f"/api/tasks/{board_id}", json={"points": 1}, headers=estimate)
+    assert misdirected.status_code == 404

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 
 ITEMS, STOCK, CLIENTS, ENOUGH = 6, 40, 12, 150
 
+CANCEL = {"Content-Type": "application/json; domain-model=CancelOrder"}
+
 
 async def fire(url: str, items: list[str], accepted: list[str], enough: asyncio.Event) -> None:
     """Place orders (and cancel some) from CLIENTS clients until the server dies."""
@@ -43,7 +45,7 @@ async def fire(url: str, items: list[str], accepted: list[str], enough: asyncio.
                         enough.set()
                     if rng.random() < 0.3:
                         await asyncio.sleep(rng.choice([0, 0.01, 0.05]))
-                        await client.delete(placed.headers["Location"])
+                        await client.post(placed.headers["Location"], headers=CANCEL)
                 except httpx.HTTPError:
                     return  # the server died under us
 

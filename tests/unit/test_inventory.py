@@ -8,6 +8,7 @@ from eventgate.domain.messages import Command, Event
 from eventgate.errors import InvalidCommand, RuleViolation
 from eventgate.examples.inventory.domain import (
     MAX_NAME_LENGTH,
+    MAX_STOCK,
     CheckInItemsToInventory,
     CreateInventoryItem,
     DeactivateInventoryItem,
@@ -111,3 +112,12 @@ def test_events_are_stored_with_camel_case_fields_under_stable_names() -> None:
     assert event.type_name == "InventoryItemRenamed"
     assert event.to_data() == {"id": ID, "newName": "gadget"}
     assert InventoryItemRenamed.from_data({"id": ID, "newName": "gadget"}) == event
+
+
+def test_stock_can_never_pass_its_declared_maximum() -> None:
+    full = [CREATED, ItemsCheckedInToInventory(ID, MAX_STOCK)]
+    with pytest.raises(RuleViolation, match=f"at most {MAX_STOCK}"):
+        when(full, CheckInItemsToInventory(ID, 1))
+    with pytest.raises(InvalidCommand):
+        when([CREATED], CheckInItemsToInventory(ID, MAX_STOCK + 1))
+    assert when([CREATED], CheckInItemsToInventory(ID, MAX_STOCK)) == full[1:]

@@ -86,6 +86,7 @@ class CommandHandler:
             **(metadata or {}),
             "commandId": command_id,
             "commandType": type(command).__name__,
+            "aggregate": aggregate_type.type_name,
         }
         races = 0
         while True:
@@ -133,6 +134,10 @@ class CommandHandler:
                     raise
                 return done
         history = await self._store.read_stream(command.id)
+        if history and history[0].metadata.get("aggregate", aggregate_type.type_name) != (
+            aggregate_type.type_name
+        ):
+            raise AggregateNotFound(command.id)  # the id names another kind of aggregate
         done = _done_in(history, command, command_id) if repeatable else None
         if done is not None:
             return done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from eventgate.domain.messages import Command, Event
 
@@ -14,8 +14,17 @@ class Aggregate:
     """A consistency boundary whose state is the fold of its events.
 
     Subclasses implement `handle` (check the rules, raise or `record`) and `apply`
-    (assign state only, so replaying history can never fail), the m-r split.
+    (assign state only, so replaying history can never fail), the m-r split. Its events
+    carry `type_name` (the class name unless set), so a command for one kind of aggregate
+    never runs on another kind's stream.
     """
+
+    type_name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type_name" not in cls.__dict__:
+            cls.type_name = cls.__name__
 
     def __init__(self, id: str) -> None:
         self.id = id

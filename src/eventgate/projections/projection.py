@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from eventgate.domain.messages import Event
 from eventgate.errors import ConfigError
@@ -32,13 +33,15 @@ class Projection:
     def __init__(
         self,
         name: str,
-        columns: Mapping[str, type],
+        columns: Mapping[str, Any],
         *,
         key: str = "id",
         indexes: Iterable[tuple[str, ...]] = (),
     ) -> None:
         self.name = _identifier(name)
-        self.columns = {_identifier(column): kind for column, kind in columns.items()}
+        self.columns = {_identifier(column): _base(kind) for column, kind in columns.items()}
+        self.nullable = frozenset(c for c, kind in columns.items() if _base(kind) is not kind)
+        """Columns declared `T | None`: only these may hold None."""
         unsupported = [c for c, kind in self.columns.items() if kind not in COLUMN_TYPES]
         if unsupported:
             raise ConfigError(f"projection {name}: unsupported column types for {unsupported}")
@@ -77,6 +80,14 @@ class Projection:
                 f" {sorted(new)}, expected {sorted(self.columns)}"
             )
         return new
+
+
+def _base(kind: Any) -> Any:
+    """`str` for `str | None` (a nullable column), the kind itself otherwise."""
+    arguments = get_args(kind)
+    if get_origin(kind) in (Union, UnionType) and len(arguments) == 2 and type(None) in arguments:
+        return next(a for a in arguments if a is not type(None))
+    return kind
 
 
 def _identifier(name: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +29,7 @@ from eventgate.queries.reader import (
     ResourceReader,
     representation,
 )
+from eventgate.resources.bodies import MAX_SAFE_INTEGER
 from eventgate.resources.declaration import ListView, Resource
 
 __all__ = ["query_app"]
@@ -65,7 +68,8 @@ class ResourceQueries:
             raise HTTPProblem(400, f"q must be at most {MAX_QUERY} characters")
         filters = _filters(view, request.query_params)
         consistency = await self._consistency(request, view.projection.name)
-        page = await self._reader.page(view, limit, request.query_params.get("cursor"), q, filters)
+        cursor = request.query_params.get("cursor") or None  # empty: the first page
+        page = await self._reader.page(view, limit, cursor, q, filters)
         body = {"items": page.items, "next": page.next}
         return render(request, fmt, view.domain_model, body, content_etag, consistency)
 
@@ -143,10 +147,15 @@ def _typed(kind: type, raw: str) -> Any:
             raise ValueError(raw)
         return raw == "true"
     if kind is int:
-        if len(raw) > 20:
+        if not re.fullmatch(r"-?[0-9]{1,16}", raw) or abs(int(raw)) > MAX_SAFE_INTEGER:
             raise ValueError(raw)
         return int(raw)
-    return kind(raw)
+    if kind is float:
+        number = float(raw)
+        if not math.isfinite(number):
+            raise ValueError(raw)
+        return number
+    return raw
 
 
 def query_app(

@@ -1,7 +1,8 @@
 """Command bodies: JSON request bodies decoded and validated into the app's command types.
 
-msgspec decodes and checks types and declared constraints (`Annotated[int, Meta(gt=0)]`),
-in its lax mode so that a numeric string such as `"230"` counts as the number. Keys are
+msgspec decodes and checks types and declared constraints (`Annotated[int, Meta(gt=0)]`);
+a numeric string such as `"230"` counts as the number where its form is the documented one
+(`numeric_string_pattern`), so the OpenAPI document and the server agree exactly. Keys are
 camelCase in JSON and snake_case in Python, as in stored events. On top of the declared
 constraints every command gets the framework's: integers within the I-JSON safe range
 (RFC 7493), finite floats, and text that XML 1.0 can carry, so every accepted command can
@@ -26,10 +27,22 @@ import uuid_utils
 from eventgate.domain.messages import Command, camel_case, snake_case
 from eventgate.http.problems import HTTPProblem
 
-__all__ = ["MAX_SAFE_INTEGER", "body_fields", "decode_command"]
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "MAX_TEXT",
+    "XML_TEXT_PATTERN",
+    "body_fields",
+    "decode_command",
+    "integer_bounds",
+    "numeric_string_pattern",
+]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """The largest integer every JSON parser reads exactly (RFC 7493 §2.2)."""
+MAX_TEXT = 10_000
+"""The longest text a field takes unless its type declares `Meta(max_length=...)`."""
+XML_TEXT_PATTERN = "^[\\t\\n\\r\\u0020-\\uD7FF\\uE000-\\uFFFD\\U00010000-\\U0010FFFF]*$"
+"""JSON Schema for text XML 1.0 can carry (what `_NOT_XML` refuses), for the OpenAPI document."""
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _BACKTICKED = re.compile(r"`([^`]*)`")
@@ -65,40 +78,98 @@ def decode_command(
 ) -> Command:
     """The command in body `raw`, aimed at `stream_id` (a creating command without one takes
     the body's optional UUID `id`, else a new one). Raises 400/422 problems."""
-    data = _json_object(raw) if body_fields(command) or (creates and raw.strip()) else {}
+    data = _json_object(raw) if body_fields(command) or raw.strip() else {}
     if creates:
-        stream_id = _client_id(data.get("id"))
-    fields = _python_keys({k: v for k, v in data.items() if k != "id"}, command)
+        stream_id = _client_id(data["id"]) if "id" in data else str(uuid_utils.uuid4())
+    fields = _prepare({k: v for k, v in data.items() if k != "id"}, command, "$")
     try:
-        decoded = msgspec.convert({**fields, "id": stream_id}, type=command, strict=False)
+        decoded = msgspec.convert({**fields, "id": stream_id}, type=command)
     except msgspec.ValidationError as e:
         raise HTTPProblem(422, _camel_message(str(e))) from None
     _check_values(decoded, "$")
     return decoded
 
 
-def _python_keys(value: Any, kind: Any) -> Any:
-    """`value` with the keys of every object that becomes a dataclass in snake_case; other
-    mappings keep their keys as sent."""
+def _prepare(value: Any, kind: Any, path: str) -> Any:
+    """`value` as msgspec should convert it to `kind`: the keys of every object that becomes
+    a dataclass in snake_case (other mappings keep theirs), a numeric string where an integer
+    is expected turned into the number when it has the documented form, and text checked
+    against the default length bound where none is declared."""
     origin, arguments = get_origin(kind), get_args(kind)
+    metas = [a for a in arguments[1:] if isinstance(a, msgspec.Meta)] if origin is Annotated else []
+    base = arguments[0] if origin is Annotated else kind
+    if base is int and isinstance(value, str):
+        pattern = numeric_string_pattern(*integer_bounds(metas))
+        return int(value) if pattern is not None and re.fullmatch(pattern, value) else value
+    if base is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON Schema's integer is a value: 21981.0 is one
+    if base is str and isinstance(value, str):
+        if len(value) > MAX_TEXT and not any(m.max_length is not None for m in metas):
+            raise HTTPProblem(422, f"text may be at most {MAX_TEXT} characters - at `{path}`")
+        return value
     if origin is Annotated:
-        return _python_keys(value, arguments[0])
+        return _prepare(value, base, path)
     if isinstance(value, dict) and isinstance(kind, type) and dataclasses.is_dataclass(kind):
         hints = _hints(kind)
         converted = {snake_case(k): v for k, v in value.items()}
-        return {k: _python_keys(v, hints[k]) if k in hints else v for k, v in converted.items()}
+        return {k: _prepare(v, hints[k], f"{path}.{camel_case(k)}") if k in hints else v
+                for k, v in converted.items()}  # fmt: skip
     if isinstance(value, list) and origin in (list, tuple, set, frozenset, Sequence):
-        return [_python_keys(item, arguments[0] if arguments else Any) for item in value]
+        item = arguments[0] if arguments else Any
+        return [_prepare(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict) and origin in (dict, Mapping) and len(arguments) == 2:
-        return {k: _python_keys(v, arguments[1]) for k, v in value.items()}
+        return {k: _prepare(v, arguments[1], f"{path}.{k}") for k, v in value.items()}
     if origin in (Union, UnionType):
-        classes = [a for a in arguments if dataclasses.is_dataclass(a)]
-        if len(classes) == 1 and isinstance(value, dict):
-            return _python_keys(value, classes[0])
-        lists = [a for a in arguments if get_origin(a) in (list, tuple, set, frozenset)]
-        if len(lists) == 1 and isinstance(value, list):
-            return _python_keys(value, lists[0])
+        return _prepare_union(value, arguments, path)
     return value
+
+
+def _prepare_union(value: Any, arguments: tuple[Any, ...], path: str) -> Any:
+    classes = [a for a in arguments if dataclasses.is_dataclass(a)]
+    if len(classes) == 1 and isinstance(value, dict):
+        return _prepare(value, classes[0], path)
+    lists = [a for a in arguments if get_origin(a) in (list, tuple, set, frozenset)]
+    if len(lists) == 1 and isinstance(value, list):
+        return _prepare(value, lists[0], path)
+    return value
+
+
+def integer_bounds(metas: Sequence[msgspec.Meta]) -> tuple[int, int]:
+    """The smallest and largest integer a field takes: its declared bounds within I-JSON's."""
+    lower, upper = -MAX_SAFE_INTEGER, MAX_SAFE_INTEGER
+    for meta in metas:
+        if isinstance(meta.ge, int | float):
+            lower = max(lower, math.ceil(meta.ge))
+        if isinstance(meta.gt, int | float):
+            lower = max(lower, math.floor(meta.gt) + 1)
+        if isinstance(meta.le, int | float):
+            upper = min(upper, math.floor(meta.le))
+        if isinstance(meta.lt, int | float):
+            upper = min(upper, math.ceil(meta.lt) - 1)
+    return lower, upper
+
+
+def numeric_string_pattern(lower: int, upper: int) -> str | None:
+    """The decimal strings read as integers in [`lower`, `upper`] (reference 004 sends
+    `"230"`): canonical numerals short enough to be within the bounds whatever their digits,
+    so the documented pattern and what the server accepts are the same set. None when no
+    such form exists (a lower bound above 1, say): then only JSON numbers are accepted."""
+    parts = []
+    positive_digits = len(str(upper)) - 1 if upper >= 1 else 0
+    if lower <= 1 <= upper:
+        if positive_digits >= 1:
+            parts.append(f"[1-9][0-9]{{0,{positive_digits - 1}}}")
+        elif upper >= 1:
+            parts.append(f"[1-{min(upper, 9)}]")
+    if lower <= 0 <= upper:
+        parts.append("0")
+    if lower <= -1 <= upper:
+        negative_digits = len(str(-lower)) - 1
+        if negative_digits >= 1:
+            parts.append(f"-[1-9][0-9]{{0,{negative_digits - 1}}}")
+    if not parts or lower > 1:
+        return None
+    return "^(" + "|".join(parts) + ")$"
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -128,8 +199,6 @@ def _why_malformed(text: str, error: msgspec.DecodeError) -> str:
 
 
 def _client_id(raw: object) -> str:
-    if raw is None:
-        return str(uuid_utils.uuid4())
     try:
         if not isinstance(raw, str):
             raise ValueError(raw)

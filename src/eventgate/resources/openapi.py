@@ -7,6 +7,7 @@ and every failure is an RFC 9457 problem. Declaring a resource documents it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,14 +16,19 @@ import msgspec
 from eventgate.domain.messages import Command, camel_case
 from eventgate.projections.projection import Projection
 from eventgate.queries.reader import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY
-from eventgate.resources.bodies import MAX_SAFE_INTEGER
+from eventgate.resources.bodies import (
+    MAX_SAFE_INTEGER,
+    MAX_TEXT,
+    XML_TEXT_PATTERN,
+    body_fields,
+    numeric_string_pattern,
+)
 from eventgate.resources.declaration import ListView, Resource
 
 __all__ = ["openapi_document"]
 
 _SCHEMAS = "#/components/schemas/"
 _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", float: "number"}
-_NUMERIC_STRING = {"type": "string", "pattern": "^-?(0|[1-9][0-9]{0,15})$"}
 
 
 def openapi_document(
@@ -83,8 +89,9 @@ def _camel_properties(schema: dict[str, Any]) -> None:
 
 
 def _bound_integers(schema: Any) -> None:
-    """Every integer is within the I-JSON range unless declared narrower, and may be sent as
-    a numeric string (msgspec's lax mode reads it as the number)."""
+    """The framework's bounds, documented: integers within the I-JSON range unless declared
+    narrower (and, where `numeric_string_pattern` has a form for the bounds, accepted as
+    numeric strings too); text XML 1.0 can carry, at most MAX_TEXT characters by default."""
     if isinstance(schema, list):
         for item in schema:
             _bound_integers(item)
@@ -97,20 +104,35 @@ def _bound_integers(schema: Any) -> None:
             schema["minimum"] = -MAX_SAFE_INTEGER
         if "maximum" not in schema and "exclusiveMaximum" not in schema:
             schema["maximum"] = MAX_SAFE_INTEGER
+    if schema.get("type") == "string" and not {"pattern", "format", "enum"} & set(schema):
+        schema["pattern"] = XML_TEXT_PATTERN
+        schema.setdefault("maxLength", MAX_TEXT)
     for name, value in schema.get("properties", {}).items():
         if isinstance(value, dict) and value.get("type") == "integer":
-            schema["properties"][name] = {"anyOf": [value, _NUMERIC_STRING]}
+            numeric = numeric_string_pattern(*_integer_range(value))
+            if numeric is not None:
+                text = {"type": "string", "pattern": numeric}
+                schema["properties"][name] = {"anyOf": [value, text]}
+
+
+def _integer_range(schema: dict[str, Any]) -> tuple[int, int]:
+    lower = schema.get("minimum", schema.get("exclusiveMinimum", -MAX_SAFE_INTEGER - 1) + 1)
+    upper = schema.get("maximum", schema.get("exclusiveMaximum", MAX_SAFE_INTEGER + 1) - 1)
+    return math.ceil(lower), math.floor(upper)
 
 
 def _row_schema(projection: Projection, fields: Sequence[str]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {
-            camel_case(f): {"type": _JSON_TYPES[projection.columns[f]], "readOnly": True}
-            for f in fields
-        },
+        "properties": {camel_case(f): _column_schema(projection, f) for f in fields},
         "required": [camel_case(f) for f in fields],
     }
+
+
+def _column_schema(projection: Projection, column: str) -> dict[str, Any]:
+    kind = _JSON_TYPES[projection.columns[column]]
+    nullable = column in projection.nullable
+    return {"type": [kind, "null"] if nullable else kind, "readOnly": True}
 
 
 def _list_schema(view: ListView) -> dict[str, Any]:
@@ -173,7 +195,7 @@ def _item(resource: Resource) -> dict[str, Any]:
 
 
 def _has_body(command: type[Command]) -> bool:
-    return any(f != "id" for f in command.__dataclass_fields__)
+    return bool(body_fields(command))
 
 
 def _body(commands: Sequence[type[Command]]) -> dict[str, Any]:
@@ -202,7 +224,10 @@ def _list_parameters(view: ListView) -> list[dict[str, Any]]:
                            "description": f"text within {camel_case(view.search)}"})  # fmt: skip
     for column in view.filters:
         kind = _JSON_TYPES[view.projection.columns[column]]
-        parameters.append({"name": camel_case(column), "in": "query", "schema": {"type": kind}})
+        schema: dict[str, Any] = {"type": kind}
+        if kind == "integer":
+            schema.update(minimum=-MAX_SAFE_INTEGER, maximum=MAX_SAFE_INTEGER)
+        parameters.append({"name": camel_case(column), "in": "query", "schema": schema})
     return parameters
 
 

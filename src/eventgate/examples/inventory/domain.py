@@ -13,6 +13,7 @@ __all__ = [
     "COMMANDS",
     "EVENTS",
     "MAX_NAME_LENGTH",
+    "MAX_STOCK",
     "CheckInItemsToInventory",
     "CreateInventoryItem",
     "DeactivateInventoryItem",
@@ -27,9 +28,11 @@ __all__ = [
 ]
 
 MAX_NAME_LENGTH = 200
+MAX_STOCK = 1_000_000_000
+"""No item holds more: a check-in past it is refused (409), so no total can overflow."""
 
 Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
-Count = Annotated[int, Meta(gt=0)]
+Count = Annotated[int, Meta(gt=0, le=MAX_STOCK)]
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -123,8 +126,8 @@ def _valid_name(name: object) -> str:
 
 
 def _valid_count(count: object) -> int:
-    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-        raise InvalidCommand("count must be a positive integer")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_STOCK:
+        raise InvalidCommand(f"count must be an integer from 1 to {MAX_STOCK}")
     return count
 
 
@@ -151,6 +154,11 @@ class InventoryItem(Aggregate):
             case CheckInItemsToInventory(count=count):
                 count = _valid_count(count)
                 self._require_active()
+                if self.count + count > MAX_STOCK:
+                    raise RuleViolation(
+                        f"cannot check in {count} items: {self.count} in stock, at most"
+                        f" {MAX_STOCK} allowed"
+                    )
                 self.record(ItemsCheckedInToInventory(self.id, count))
             case RemoveItemsFromInventory(count=count):
                 count = _valid_count(count)

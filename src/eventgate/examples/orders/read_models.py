@@ -43,7 +43,7 @@ order_details = Projection(
     {
         "id": str,
         "status": str,
-        "reason": str,  # NULL unless rejected
+        "reason": str | None,  # None unless rejected
         "lines": str,  # JSON text
         "settled": bool,
         "version": int,

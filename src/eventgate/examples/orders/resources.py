@@ -1,4 +1,4 @@
-"""Orders over HTTP: POST places one, DELETE cancels it, GET lists them or shows one."""
+"""Orders over HTTP: POST places one, POST on it cancels it, GET lists them or shows one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .read_models import order_details
 orders = Resource(
     "/api/orders",
     create=PlaceOrder,
-    delete=CancelOrder,
+    post=CancelOrder,  # not DELETE: a cancelled order stays, readable, with its status
     list=ListView(
         order_details,
         fields=["id", "status"],
@@ -24,6 +24,8 @@ orders = Resource(
         model="OrderDetails",
     ),
 )
-"""Orders: placed by POST `{"lines": [{"item": id, "count": n}, ...]}`, cancelled by DELETE
-(a logical cancel: the order stays, with status `cancelled`; cancelling an order that is
-already rejected or cancelled is a 202 that records nothing)."""
+"""Orders: placed by POST `{"lines": [{"item": id, "count": n}, ...]}`, cancelled by a POST on
+the order (`domain-model=CancelOrder`, optional: it is the only command there). A cancel is a
+state change, not a deletion: the order stays readable with status `cancelled`, so DELETE
+(after which a resource is gone) would be the wrong method. Cancelling an order that is
+already rejected or cancelled is a 202 that records nothing."""
