@@ -19,10 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 class Server:
     """Start with `start()`; `url` is where the gateway listens; stop by signal or kill -9."""
 
-    def __init__(self, data: Path, *args: str, cwd: Path = ROOT) -> None:
+    def __init__(
+        self, data: Path, *args: str, cwd: Path = ROOT, env: Mapping[str, str] | None = None
+    ) -> None:
         self.data = data
         self.args = args
         self.cwd = cwd
+        self.env = {**os.environ, "COLUMNS": "200", **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.banner = ""
@@ -35,7 +38,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "COLUMNS": "200"},
+            env=self.env,
         )
         assert self.process.stdout is not None
         self.banner = self.process.stdout.readline()

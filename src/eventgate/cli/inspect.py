@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -19,11 +19,30 @@ from rich.progress import (
 from rich.table import Table
 
 from eventgate.app import App
-from eventgate.cli.common import AppOption, DataDir, app, chosen_app, err, open_existing, out, run
+from eventgate.cli.common import (
+    AppOption,
+    CliError,
+    DataDir,
+    app,
+    chosen_app,
+    err,
+    fail,
+    open_existing,
+    out,
+    run,
+)
 from eventgate.config import DEFAULT_DATA_DIR
 from eventgate.eventstore.model import RecordedEvent
+from eventgate.projections.parking import RETRY, SKIP
+from eventgate.projections.service import ProjectionStatus
 
-__all__ = ["events", "projections_rebuild", "projections_status"]
+__all__ = [
+    "events",
+    "projections_rebuild",
+    "projections_retry",
+    "projections_skip",
+    "projections_status",
+]
 
 projections_app = typer.Typer(help="Inspect and rebuild the read models.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
@@ -88,21 +107,92 @@ async def _events(
 
 
 @projections_app.command("status")
-def projections_status(data: DataDir = DEFAULT_DATA_DIR, app_option: AppOption = None) -> None:
-    """Show each projection's checkpoint and lag behind the head of the log."""
+def projections_status(
+    data: DataDir = DEFAULT_DATA_DIR,
+    app_option: AppOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+) -> None:
+    """Each projection's checkpoint and lag behind the head of the log, and every stream it
+    has parked (the event it could not apply, and why)."""
     served = chosen_app(app_option, data=data)
 
-    async def status() -> list[Any]:
+    async def status() -> list[ProjectionStatus]:
         system = await open_existing(data, served)
         try:
             return await system.upsert.status()
         finally:
             await system.close()
 
-    table = Table("projection", "checkpoint", "head", "lag")
-    for row in run(status):
-        table.add_row(row.name, str(row.checkpoint), str(row.head), str(row.lag))
+    found = run(status)
+    if as_json:
+        sys.stdout.write(json.dumps({"projections": [s.to_json() for s in found]}) + "\n")
+        return
+    table = Table("projection", "checkpoint", "head", "lag", "parked streams")
+    for row in found:
+        table.add_row(row.name, str(row.checkpoint), str(row.head), str(row.lag),
+                      str(len(row.parked)))  # fmt: skip
     out.print(table)
+    parked = [stream for row in found for stream in row.parked]
+    if not parked:
+        return
+    details = Table("projection", "stream", "position", "event", "waiting", "error", "request")
+    for stream in parked:
+        details.add_row(stream.projection, stream.stream_id, str(stream.position),
+                        stream.event_type, str(stream.events), stream.error[:100],
+                        stream.request or "")  # fmt: skip
+    out.print(details)
+    out.print(
+        "after a fix: `eventgate projections retry NAME --stream ID` (or --all);"
+        " to drop the failing event: `eventgate projections skip NAME --stream ID`"
+    )
+
+
+ProjectionName = Annotated[str, typer.Argument(help="The projection (see `projections status`).")]
+StreamOption = Annotated[str | None, typer.Option("--stream", help="One parked stream.")]
+
+
+@projections_app.command("retry")
+def projections_retry(
+    name: ProjectionName,
+    stream: StreamOption = None,
+    retry_all: Annotated[bool, typer.Option("--all", help="Every parked stream.")] = False,
+    data: DataDir = DEFAULT_DATA_DIR,
+    app_option: AppOption = None,
+) -> None:
+    """Apply a parked stream's events again, in order (after a fix); a running `eventgate up`
+    does it within a second."""
+    if (stream is None) == (not retry_all):
+        err.print("[bold red]error:[/] give --stream ID or --all (not both)")
+        raise typer.Exit(2)
+    _request(data, app_option, name, stream, RETRY)
+
+
+@projections_app.command("skip")
+def projections_skip(
+    name: ProjectionName,
+    stream: Annotated[str, typer.Option("--stream", help="The parked stream.")],
+    data: DataDir = DEFAULT_DATA_DIR,
+    app_option: AppOption = None,
+) -> None:
+    """Drop the first parked event of a stream (the one that fails) and apply the rest."""
+    _request(data, app_option, name, stream, SKIP)
+
+
+def _request(data: Path, app_option: str | None, name: str, stream: str | None, kind: str) -> None:
+    served = chosen_app(app_option, data=data)
+
+    async def ask() -> int:
+        system = await open_existing(data, served)
+        try:
+            return await system.read_store.request(name, stream, kind)
+        finally:
+            await system.close()
+
+    count = run(ask)
+    if count == 0:
+        fail(CliError(f"{name} has no parked stream{' ' + stream if stream else 's'}"))
+    out.print(f"{count} parked stream(s) of {name} queued for {kind}; a running"
+              " `eventgate up` takes them within a second")  # fmt: skip
 
 
 @projections_app.command("rebuild")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
 from eventgate.domain.messages import Event
-from eventgate.errors import ConfigError
+from eventgate.errors import ConfigError, ProjectionError
 from eventgate.eventstore.model import RecordedEvent
 
 __all__ = ["COLUMN_TYPES", "Handler", "Projection", "Row"]
@@ -74,12 +75,37 @@ class Projection:
         if handler is None:
             return None
         new = handler(row, event)
-        if new is not None and set(new) != set(self.columns):
-            raise ConfigError(
-                f"projection {self.name}: handler for {event.type} returned columns"
-                f" {sorted(new)}, expected {sorted(self.columns)}"
-            )
+        if new is not None:
+            if set(new) != set(self.columns):
+                raise ProjectionError(
+                    f"handler for {event.type} returned columns {sorted(new)},"
+                    f" expected {sorted(self.columns)}"
+                )
+            for column, value in new.items():
+                self._check_value(column, value)
         return new
+
+    def _check_value(self, column: str, value: Any) -> None:
+        """A value the column can hold and every client can read back: the declared type
+        (None only where declared `T | None`), integers in 64 bits, finite floats."""
+        kind = self.columns[column]
+        if value is None:
+            if column in self.nullable:
+                return
+        elif kind is int and isinstance(value, int):
+            if -(2**63) <= value < 2**63:
+                return
+        elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value):
+                return
+        elif isinstance(value, kind):
+            return
+        raise ProjectionError(f"column {column} cannot hold {_shown(value)} ({kind.__name__})")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _base(kind: Any) -> Any:

@@ -3,7 +3,9 @@
 Each delivery is applied in one transaction that also moves the projection's checkpoint,
 and only if the checkpoint still is where the delivery starts (compare-and-set). So a
 crash can neither lose nor double-apply an event, and two runners of one projection
-(a live one and a rebuild, say) can never both apply the same batch.
+(a live one and a rebuild, say) can never both apply the same batch. An event the
+projection cannot apply parks its stream in the same transaction (projections/parking.py):
+the other streams flow on, and nothing of the parked stream is lost or applied out of order.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import eventgate.projections.parking as parking
 from eventgate.errors import ProjectionError, StaleCheckpoint
+from eventgate.eventstore.model import RecordedEvent
 from eventgate.hub.hub import Delivery
 from eventgate.projections.changes import RecordChanged
+from eventgate.projections.parking import ParkedStream
 from eventgate.projections.projection import COLUMN_TYPES, Projection, Row
 from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
 
@@ -57,12 +62,15 @@ class SQLiteReadStore:
         # NORMAL, not FULL: a change and its checkpoint still commit atomically, so a power
         # loss can only take both back together, and they are replayed from the durable log.
         self._file = SQLiteFile(self.path, name="readstore", synchronous="NORMAL")
+        self._parked: dict[str, set[str]] = {name: set() for name in self.projections}
 
     @classmethod
     async def open(cls, path: Path, projections: Iterable[Projection]) -> SQLiteReadStore:
         """Open (creating tables as needed) the read store at `path`."""
         store = cls(path, projections)
         await store._file.on_writer(store._create_schema)
+        for parked in await store.parked_streams():
+            store._parked.setdefault(parked.projection, set()).add(parked.stream_id)
         return store
 
     async def close(self) -> None:
@@ -102,33 +110,43 @@ class SQLiteReadStore:
                 raise StaleCheckpoint(
                     f"projection {projection.name} is at {stored}, not {delivery.after}"
                 )
-            changed = self._fold(connection, projection, delivery)
+            parked = set(self._parked[projection.name])
+            changed = self._fold(connection, projection, delivery, parked)
             self._upsert(connection, projection, changed.values())
             _set_checkpoint(connection, projection.name, delivery.position)
+        self._parked[projection.name] = parked
         return [
             RecordChanged(projection.name, key, row["_position"]) for key, row in changed.items()
         ]
 
     def _fold(
-        self, connection: sqlite3.Connection, projection: Projection, delivery: Delivery
+        self,
+        connection: sqlite3.Connection,
+        projection: Projection,
+        delivery: Delivery,
+        parked: set[str],
     ) -> dict[str, Row]:
-        """New rows by key, each with the position of the event that last changed it."""
+        """New rows by key, each with the position of the event that last changed it; the
+        events of parked streams (`parked` grows with any that fail now) are parked."""
         stored = self._get_many(connection, projection, {e.stream_id for e in delivery.events})
         changed: dict[str, Row] = {}
         for event in delivery.events:
             key = event.stream_id
-            current = changed.get(key) or stored.get(key)
-            if current is not None:
-                current = {c: v for c, v in current.items() if c != "_position"}
-            new = projection.apply(current, event)
-            if new is None:
+            if key in parked:
+                parking.park(connection, projection.name, event, None)
                 continue
-            if new[projection.key] != key:
-                raise ProjectionError(
-                    f"projection {projection.name}: a row for stream {key!r} must keep"
-                    f" {projection.key} = {key!r}"
-                )
-            changed[key] = {**new, "_position": event.position}
+            current = changed.get(key) or stored.get(key)
+            try:
+                new = _apply_one(projection, current, event)
+            except Exception as e:  # a user's handler: any error parks the stream, logged
+                error = f"{type(e).__name__}: {e}"
+                _log.warning("%s parks stream %s at %d: %s", projection.name, key,
+                             event.position, error)  # fmt: skip
+                parking.park(connection, projection.name, event, error)
+                parked.add(key)
+                continue
+            if new is not None:
+                changed[key] = {**new, "_position": event.position}
         return changed
 
     def _upsert(
@@ -150,6 +168,87 @@ class SQLiteReadStore:
             for statement in _table_sql(projection):
                 connection.execute(statement)
             _set_checkpoint(connection, projection.name, 0)
+            connection.execute(
+                "DELETE FROM projection_parked WHERE projection = ?", (projection.name,)
+            )
+        self._parked[projection.name] = set()
+
+    # -- parked streams ---------------------------------------------------------------
+
+    async def reload_parked(self, projection: str) -> None:
+        """Read `projection`'s parked streams again (another process rebuilt it, say)."""
+        found = await self.parked_streams(projection)
+        self._parked[projection] = {p.stream_id for p in found}
+
+    def parked(self, projection: str) -> frozenset[str]:
+        """The streams `projection` has parked, as this process last applied it."""
+        return frozenset(self._parked.get(projection, ()))
+
+    async def parked_streams(self, projection: str | None = None) -> list[ParkedStream]:
+        """Every parked stream (of one projection, or of all) with its first parked event."""
+        return await self._file.on_reader(
+            lambda: parking.parked_streams(self._file.connection(), projection)
+        )
+
+    async def request(self, projection: str, stream_id: str | None, kind: str) -> int:
+        """Ask for a retry or skip of a parked stream (or all of a projection's)."""
+        self.projection(projection)
+        return await self._file.on_writer(self._request, projection, stream_id, kind)
+
+    async def requested(self) -> list[ParkedStream]:
+        """The parked streams an operator asked to retry or skip."""
+        return await self._file.on_reader(lambda: parking.requested(self._file.connection()))
+
+    async def retry(
+        self, projection: Projection, stream_id: str, events: list[RecordedEvent], skip: bool
+    ) -> list[RecordChanged]:
+        """Apply a parked stream's events (`events`: at least those parked) in order, the
+        first one skipped if `skip`; unpark it when all went through, else keep the rest
+        parked from the one that failed again."""
+        return await self._file.on_writer(self._retry, projection, stream_id, events, skip)
+
+    def _request(self, projection: str, stream_id: str | None, kind: str) -> int:
+        connection = self._file.connection()
+        with write_transaction(connection):
+            return parking.request(connection, projection, stream_id, kind)
+
+    def _retry(
+        self, projection: Projection, stream_id: str, events: list[RecordedEvent], skip: bool
+    ) -> list[RecordChanged]:
+        connection = self._file.connection()
+        by_position = {event.position: event for event in events}
+        with write_transaction(connection):
+            positions = parking.parked_positions(connection, projection.name, stream_id)
+            current = self._get(connection, projection, stream_id)
+            done: list[int] = []
+            failed: tuple[int, str] | None = None
+            last: Row | None = None
+            for position in positions:
+                event = by_position.get(position)
+                if event is None:
+                    break  # appended after `events` were read: the next pass takes it
+                if skip and not done:
+                    done.append(position)
+                    continue
+                try:
+                    new = _apply_one(projection, last or current, event)
+                except Exception as e:  # a user's handler, as in _fold
+                    failed = (position, f"{type(e).__name__}: {e}")
+                    break
+                done.append(position)
+                if new is not None:
+                    last = {**new, "_position": position}
+            if last is not None:
+                self._upsert(connection, projection, [last])
+            parking.unpark(connection, projection.name, done, failed)
+            left = parking.parked_positions(connection, projection.name, stream_id)
+            if left and failed is None:
+                parking.request(connection, projection.name, stream_id, parking.RETRY)
+        if not left:
+            self._parked[projection.name].discard(stream_id)
+        return (
+            [] if last is None else [RecordChanged(projection.name, stream_id, last["_position"])]
+        )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -211,6 +310,7 @@ class SQLiteReadStore:
     def _create_schema(self) -> None:
         connection = self._file.connection()
         connection.executescript(_CHECKPOINTS)
+        connection.executescript(parking.PARKED_SCHEMA)
         for projection in self.projections.values():
             for statement in _table_sql(projection):
                 connection.execute(statement)
@@ -219,6 +319,18 @@ class SQLiteReadStore:
                 # The projection's shape changed: its rows are rebuilt from the log.
                 _log.warning("read model %s changed shape; rebuilding it", projection.name)
                 self._reset(projection)
+
+
+def _apply_one(projection: Projection, current: Row | None, event: RecordedEvent) -> Row | None:
+    """The projection's new row for `event` (None: unchanged), checked to fit its columns."""
+    if current is not None:
+        current = {c: v for c, v in current.items() if c != "_position"}
+    new = projection.apply(current, event)
+    if new is not None and new[projection.key] != event.stream_id:
+        raise ProjectionError(
+            f"a row for stream {event.stream_id!r} must keep {projection.key} = {event.stream_id!r}"
+        )
+    return new
 
 
 def _row(projection: Projection, description: Any, values: tuple[Any, ...]) -> Row:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eventgate.errors import StaleCheckpoint
 from eventgate.hub.hub import EventHub
 from eventgate.projections.changes import ChangeFeed, RecordChanged
+from eventgate.projections.parking import SKIP, ParkedStream
 from eventgate.projections.projection import Projection
 from eventgate.projections.readstore import SQLiteReadStore
 
@@ -17,21 +18,33 @@ __all__ = ["ProjectionStatus", "UpsertService"]
 
 _log = logging.getLogger(__name__)
 _MAX_BACKOFF = 30.0
+REQUEST_POLL_INTERVAL = 1.0
+"""How often the service looks for retry/skip requests on parked streams (seconds)."""
 
 Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
 class ProjectionStatus:
-    """Where one projection stands against the head of the log."""
+    """Where one projection stands against the head of the log, and what it has parked."""
 
     name: str
     checkpoint: int
     head: int
+    parked: list[ParkedStream] = field(default_factory=list)
 
     @property
     def lag(self) -> int:
         return max(self.head - self.checkpoint, 0)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "head": self.head,
+            "lag": self.lag,
+            "parked": [p.to_json() for p in self.parked],
+        }
 
 
 class UpsertService:
@@ -59,6 +72,7 @@ class UpsertService:
         async with asyncio.TaskGroup() as group:
             for projection in self.projections:
                 group.create_task(self._keep_running(projection), name=projection.name)
+            group.create_task(self._serve_requests(), name="parked-stream-requests")
 
     async def follow(
         self, projection: Projection, *, until: int | None = None, progress: Progress | None = None
@@ -87,6 +101,7 @@ class UpsertService:
                 # Another process moved this read model (a rebuild, say): anything derived
                 # from it in this process is suspect, so announce a change to every row.
                 _log.info("%s; resuming from the stored checkpoint", e)
+                await self._read_store.reload_parked(projection.name)
                 everything = RecordChanged(projection.name, "*", checkpoint)
                 await self._feed.publish(projection.name, checkpoint, [everything])
 
@@ -98,15 +113,49 @@ class UpsertService:
         return head
 
     async def status(self) -> list[ProjectionStatus]:
-        """Checkpoint and lag of every projection."""
+        """Checkpoint, lag and parked streams of every projection."""
         head = await self._hub.store.head()
+        parked = await self._read_store.parked_streams()
         return [
-            ProjectionStatus(p.name, await self._read_store.load_checkpoint(p.name), head)
+            ProjectionStatus(
+                p.name,
+                await self._read_store.load_checkpoint(p.name),
+                head,
+                [stream for stream in parked if stream.projection == p.name],
+            )
             for p in self.projections
         ]
 
+    async def handle_requests(self) -> int:
+        """Retry or skip the parked streams an operator asked for; returns how many."""
+        handled = 0
+        for wanted in await self._read_store.requested():
+            projection = self._read_store.projections.get(wanted.projection)
+            if projection is None:
+                continue  # a read model this app no longer has
+            events = await self._hub.store.read_stream(wanted.stream_id)
+            skip = wanted.request == SKIP
+            changes = await self._read_store.retry(projection, wanted.stream_id, events, skip)
+            checkpoint = await self._read_store.load_checkpoint(projection.name)
+            await self._feed.publish(projection.name, checkpoint, changes)
+            still = wanted.stream_id in self._read_store.parked(projection.name)
+            _log.info("%s: %s of stream %s %s", projection.name, wanted.request,
+                      wanted.stream_id, "left it parked" if still else "unparked it")  # fmt: skip
+            handled += 1
+        return handled
+
+    async def _serve_requests(self) -> None:
+        while True:
+            try:
+                await self.handle_requests()
+            except Exception:
+                _log.exception("handling parked-stream requests failed; trying again")
+            await asyncio.sleep(REQUEST_POLL_INTERVAL)
+
     async def _keep_running(self, projection: Projection) -> None:
-        """Follow forever; a failing handler is logged and retried with backoff, never skipped."""
+        """Follow forever. A failing handler parks its event's stream (in the read store's
+        transaction); what fails here is the store itself (disk full, say): logged and
+        retried with backoff, never skipped."""
         backoff = 0.5
         while True:
             try:

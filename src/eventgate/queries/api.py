@@ -35,6 +35,9 @@ from eventgate.resources.declaration import ListView, Resource
 __all__ = ["query_app"]
 
 READ_METHODS = ["GET", "HEAD", "OPTIONS"]
+STALE = {"Consistency-Status": "stale"}
+PARKED_RETRY_AFTER = "60"
+"""Retry-After of a 503 for an item whose first events are parked: an operator must act."""
 
 
 class ResourceQueries:
@@ -68,6 +71,8 @@ class ResourceQueries:
             raise HTTPProblem(400, f"q must be at most {MAX_QUERY} characters")
         filters = _filters(view, request.query_params)
         consistency = await self._consistency(request, view.projection.name)
+        if consistency and self._reader.parked(view):
+            consistency = STALE  # caught up, but for the streams it has parked
         cursor = request.query_params.get("cursor") or None  # empty: the first page
         page = await self._reader.page(view, limit, cursor, q, filters)
         body = {"items": page.items, "next": page.next}
@@ -81,6 +86,16 @@ class ResourceQueries:
         item_id = request.path_params["id"]
         consistency = await self._consistency(request, view.projection.name)
         row = await self._reader.item(view, item_id)
+        parked = item_id in self._reader.parked(view)
+        if parked:
+            consistency = STALE
+        if row is None and parked:
+            raise HTTPProblem(
+                503,
+                f"{view.projection.name} cannot apply an event of {request.url.path} yet (parked:"
+                " see `eventgate projections status`)",
+                headers={"Retry-After": PARKED_RETRY_AFTER, **consistency},
+            )
         if row is None:
             raise HTTPProblem(404, f"nothing at {request.url.path}", headers=consistency)
         if view.gone and all(row[c] == v for c, v in view.gone.items()):
@@ -114,7 +129,7 @@ class ResourceQueries:
             async with asyncio.timeout(self._wait):
                 await self._feed.wait_for(view, position)
         except TimeoutError:
-            return {"Consistency-Status": "stale"}
+            return STALE
         return {"Consistency-Status": "current"}
 
 

@@ -42,6 +42,10 @@ class ResourceReader:
         self._store = read_store
         self._cache = cache
 
+    def parked(self, view: ItemView | ListView) -> frozenset[str]:
+        """The streams whose events the view's read model has parked (it is behind on them)."""
+        return self._store.parked(view.projection.name)
+
     async def item(self, view: ItemView, item_id: str) -> Row | None:
         """The row of one item (logically deleted ones too), or None."""
         projection = view.projection

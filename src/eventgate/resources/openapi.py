@@ -173,6 +173,7 @@ def _item(resource: Resource) -> dict[str, Any]:
                 **_reads(resource.item.domain_model),
                 "404": _problem("no such item"),
                 "410": _problem("the item is logically deleted"),
+                "503": _problem("the read model has parked this item's first events"),
             },
         },
     }
