@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings
 from eventgate.examples.inventory import inventory_app
+from tests.postgres import PostgresServer, postgres_binaries
 
 
 @pytest.fixture
@@ -17,3 +19,17 @@ async def system(tmp_path: Path) -> AsyncIterator[System]:
     system = await open_system(Settings(data_dir=tmp_path / "data"), inventory_app())
     yield system
     await system.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL on a free loopback port for the whole session, stopped by PID.
+    Skipped where PostgreSQL is not installed, except under CI (`.ci/run` installs it)."""
+    binaries = postgres_binaries()
+    if binaries is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer(binaries).start()
+    yield server.dsn
+    server.stop()

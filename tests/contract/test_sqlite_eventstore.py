@@ -9,6 +9,8 @@ from tests.contract.eventstore_contract import EventStoreContract
 
 
 class TestSQLiteEventStore(EventStoreContract):
+    dense = True
+
     async def open_store(
         self, directory: Path, upcasters: Upcasters | None = None, poll_interval: float = 0.25
     ) -> EventStore:

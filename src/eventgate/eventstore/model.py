@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
 import uuid_utils
 
-__all__ = ["NewEvent", "RecordedEvent"]
+from eventgate.errors import EventStoreError
+
+__all__ = ["NewEvent", "RecordedEvent", "check_append", "encode_json"]
 
 
 def _new_event_id() -> str:
@@ -54,3 +58,24 @@ class RecordedEvent(NamedTuple):
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> RecordedEvent:
         return cls(**{**raw, "time": datetime.fromisoformat(raw["time"])})
+
+
+def encode_json(value: dict[str, Any]) -> str:
+    """`value` as JSON text; an EventStoreError unless it is a JSON-ready object."""
+    if not isinstance(value, dict):
+        raise EventStoreError(f"event data and metadata must be JSON objects, not {value!r}")
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as e:  # orjson.JSONEncodeError
+        raise EventStoreError(f"event data is not JSON-serialisable: {e}") from e
+
+
+def check_append(stream_id: str, events: Sequence[NewEvent], expected: int | None) -> None:
+    """Refuse a malformed append before it reaches any backend."""
+    if not isinstance(stream_id, str) or not stream_id:
+        raise EventStoreError("stream id must be a non-empty string")
+    if expected is not None and (isinstance(expected, bool) or expected < 0):
+        raise EventStoreError(f"expected version must be None or >= 0, not {expected!r}")
+    ids = [event.id for event in events]
+    if len(ids) > 1 and len(set(ids)) != len(ids):
+        raise EventStoreError("one append cannot hold the same event id twice")

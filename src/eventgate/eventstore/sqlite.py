@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from eventgate.errors import ConcurrencyError, DuplicateEvent, EventgateError, EventStoreError
-from eventgate.eventstore.model import NewEvent, RecordedEvent
+from eventgate.eventstore.model import NewEvent, RecordedEvent, check_append, encode_json
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
 from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
@@ -55,15 +55,6 @@ _COLUMNS = (
 )
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _MAX_BATCH_EVENTS = 5000
-
-
-def _dumps(value: dict[str, Any]) -> str:
-    if not isinstance(value, dict):
-        raise EventStoreError(f"event data and metadata must be JSON objects, not {value!r}")
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError as e:  # orjson.JSONEncodeError
-        raise EventStoreError(f"event data is not JSON-serialisable: {e}") from e
 
 
 @dataclass
@@ -122,10 +113,10 @@ class SQLiteEventStore:
     ) -> list[RecordedEvent]:
         """Append atomically and durably; `ConcurrencyError` if the version check fails."""
         self._check_open()
-        _check_append(stream_id, events, expected_version)
+        check_append(stream_id, events, expected_version)
         # Encoding and building the result happen here, on the caller's turn, so the writer
         # thread does nothing but SQL (it shares the GIL with the event loop).
-        encoded = [(_dumps(event.data), _dumps(event.metadata)) for event in events]
+        encoded = [(encode_json(event.data), encode_json(event.metadata)) for event in events]
         future: asyncio.Future[_Landed] = asyncio.get_running_loop().create_future()
         self._queue.append(_Append(stream_id, list(events), encoded, expected_version, future))
         if self._flusher is None or self._flusher.done():
@@ -349,13 +340,3 @@ def _insert_alone(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -
     finally:
         connection.execute("RELEASE append")
     return True
-
-
-def _check_append(stream_id: str, events: Sequence[NewEvent], expected: int | None) -> None:
-    if not isinstance(stream_id, str) or not stream_id:
-        raise EventStoreError("stream id must be a non-empty string")
-    if expected is not None and (isinstance(expected, bool) or expected < 0):
-        raise EventStoreError(f"expected version must be None or >= 0, not {expected!r}")
-    ids = [event.id for event in events]
-    if len(ids) > 1 and len(set(ids)) != len(ids):
-        raise EventStoreError("one append cannot hold the same event id twice")

@@ -1,0 +1,47 @@
+"""A writer process for the gap-safety test: appends with randomly delayed commits.
+
+Usage: python -m tests.integration.pg_writer DSN WRITER_ID APPENDS SEED
+Each append is the store's own INSERT, then a random sleep before COMMIT, so positions are
+taken long before they become visible, out of order with other writers' commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+import uuid_utils
+
+from eventgate.eventstore.postgres import _INSERT, CHANNEL
+
+
+async def main(dsn: str, writer: int, appends: int, seed: int) -> None:
+    rng = random.Random(seed)
+    connection = await asyncpg.connect(dsn)
+    try:
+        for n in range(appends):
+            size = rng.randint(1, 3)
+            async with connection.transaction():
+                await connection.fetch(
+                    _INSERT,
+                    f"w{writer}-s{n}",
+                    0,
+                    datetime.now(UTC),
+                    [str(uuid_utils.uuid7()) for _ in range(size)],
+                    ["Written"] * size,
+                    [1] * size,
+                    [orjson.dumps({"writer": writer, "n": n}).decode()] * size,
+                    ["{}"] * size,
+                )
+                await connection.execute(f"NOTIFY {CHANNEL}")
+                await asyncio.sleep(rng.choice([0, 0, 0.001, 0.01, 0.05, 0.2]))
+    finally:
+        await connection.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))

@@ -1,0 +1,79 @@
+"""A real PostgreSQL for the tests: initdb in a temporary directory, started on a free
+loopback port, stopped by its PID. Needs the Debian `postgresql` package (`.ci/run` installs
+it); where it is missing, tests that need it are skipped, except under CI where that fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["ROOT", "PostgresServer", "postgres_binaries"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def postgres_binaries() -> Path | None:
+    """The newest installed PostgreSQL's bin directory, or None."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parts[-3])
+    return found[-1].parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """Run as the `postgres` user when we are root (initdb refuses root)."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class PostgresServer:
+    """One throwaway cluster; `dsn` points at its `postgres` database."""
+
+    def __init__(self, binaries: Path) -> None:
+        self.binaries = binaries
+        self.directory = Path(tempfile.mkdtemp(prefix="eventgate-pg-"))
+        self.port = _free_port()
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.pid: int | None = None
+
+    def start(self) -> PostgresServer:
+        data = self.directory / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self.directory.chmod(0o700)
+        subprocess.run(
+            _as_postgres([str(self.binaries / "initdb"), "-D", str(data), "-U", "postgres",
+                          "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        options = f"-k {self.directory} -h 127.0.0.1 -p {self.port} -c fsync=on"
+        subprocess.run(
+            _as_postgres([str(self.binaries / "pg_ctl"), "-D", str(data), "-l",
+                          str(self.directory / "server.log"), "-w", "-o", options, "start"]),
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        self.pid = int((data / "postmaster.pid").read_text().split()[0])
+        return self
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGINT)  # fast shutdown
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    os.kill(self.pid, 0)
+                    time.sleep(0.05)
+            except ProcessLookupError:
+                pass
+            self.pid = None
+        shutil.rmtree(self.directory, ignore_errors=True)
