@@ -1,5 +1,7 @@
 """Event store benchmark: our appends against raw sqlite3 on the same durable settings,
-and replay speed. Usage: python bench/store.py [--json] [--quick]"""
+and replay speed; with --database-url, the same against PostgreSQL (asyncpg), in a fresh
+database created and dropped on that server.
+Usage: python bench/store.py [--json] [--quick] [--database-url postgresql://...]"""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import orjson
 import uvloop
 
@@ -23,6 +26,7 @@ from eventgate.bootstrap import open_system
 from eventgate.config import Settings
 from eventgate.eventstore import NO_STREAM, NewEvent, SQLiteEventStore
 from eventgate.eventstore.codec import EventCodec
+from eventgate.eventstore.postgres import PostgresEventStore
 from eventgate.examples.inventory import inventory_app
 from eventgate.examples.inventory.domain import (
     InventoryItem,
@@ -143,7 +147,139 @@ async def replay_and_rebuild(directory: Path, items: int, moves: int) -> tuple[f
         await system.close()
 
 
-async def run(quick: bool) -> dict[str, object]:
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+
+async def pg_fresh(url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """A new database on the server of `url`, and the coroutine that drops it."""
+    name = f"eventgate_bench_{os.getpid()}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+
+    async def drop() -> None:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    return url.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+async def pg_append(url: str, count: int, writers: int, prefix: str = "s") -> int:
+    store = await PostgresEventStore.open(url)
+
+    async def writer(w: int) -> None:
+        for n in range(count // writers):
+            await store.append(f"{prefix}-{w}-{n}", [event()], expected_version=NO_STREAM)
+
+    try:
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+    finally:
+        await store.close()
+    return count // writers * writers
+
+
+async def pg_append_processes(url: str, count: int, processes: int) -> float:
+    """`processes` processes of 16 appenders each, started before the clock."""
+    per = count // processes
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--pg-worker", url, str(per), f"p{n}",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        for n in range(processes)
+    ]  # fmt: skip
+    for child in children:  # each says "ready" once connected
+        assert child.stdout is not None
+        await child.stdout.readline()
+    started = time.perf_counter()
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+    codes = [await child.wait() for child in children]
+    elapsed = time.perf_counter() - started
+    if any(codes):
+        raise RuntimeError(f"a PostgreSQL writer process failed: {codes}")
+    return per * processes / elapsed
+
+
+async def pg_worker(url: str, count: int, prefix: str) -> None:
+    store = await PostgresEventStore.open(url)
+    await store.close()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await pg_append(url, count, 16, prefix)
+
+
+async def pg_raw(url: str, count: int, per_transaction: int = 100) -> float:
+    """asyncpg executemany of the same rows, `per_transaction` per transaction."""
+    connection = await asyncpg.connect(url)
+    await connection.execute(
+        "CREATE TABLE raw_events (position bigserial PRIMARY KEY, event_id text UNIQUE,"
+        " stream_id text, stream_version integer, type text, schema_version integer,"
+        " time timestamptz, data json, metadata json, UNIQUE (stream_id, stream_version))"
+    )
+    stamp = datetime.now(UTC)
+    rows = [
+        (e.id, f"s-{n}", stamp, orjson.dumps(e.data).decode(), orjson.dumps(e.metadata).decode())
+        for n, e in enumerate(event() for _ in range(count))
+    ]
+    started = time.perf_counter()
+    for first in range(0, count, per_transaction):
+        async with connection.transaction():
+            await connection.executemany(
+                "INSERT INTO raw_events (event_id, stream_id, stream_version, type,"
+                " schema_version, time, data, metadata)"
+                " VALUES ($1, $2, 1, 'Benchmarked', 1, $3, $4::json, $5::json)",
+                rows[first : first + per_transaction],
+            )
+    elapsed = time.perf_counter() - started
+    await connection.close()
+    return count / elapsed
+
+
+async def pg_replay(url: str) -> float:
+    store = await PostgresEventStore.open(url)
+
+    async def work() -> int:
+        after, total = 0, 0
+        while page := await store.read_all(after, 5000):
+            total += len(page)
+            after = page[-1].position
+        return total
+
+    try:
+        return await timed(work)
+    finally:
+        await store.close()
+
+
+async def run_postgres(url: str, scale: float) -> dict[str, object]:
+    database, drop = await pg_fresh(url)
+    results: dict[str, object] = {}
+    try:
+        say("PostgreSQL: appending, one coroutine ...")
+        results["pg_append_single_eps"] = await timed(
+            lambda: pg_append(database, int(2000 * scale), 1, "single")
+        )
+        say("PostgreSQL: appending, 64 concurrent appenders ...")
+        results["pg_append_concurrent_eps"] = await timed(
+            lambda: pg_append(database, int(20000 * scale), 64, "concurrent")
+        )
+        say("PostgreSQL: appending, 4 processes of 16 appenders ...")
+        results["pg_append_concurrent_4proc_eps"] = await pg_append_processes(
+            database, int(20000 * scale), 4
+        )
+        say("PostgreSQL: raw asyncpg executemany, 100 events per transaction ...")
+        results["pg_raw_batched_eps"] = await pg_raw(database, int(50000 * scale))
+        say("PostgreSQL: replaying the whole log ...")
+        results["pg_replay_eps"] = await pg_replay(database)
+    finally:
+        await drop()
+    return results
+
+
+async def run(quick: bool, database_url: str | None = None) -> dict[str, object]:
     scale = 0.2 if quick else 1.0
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as name:
         directory = Path(name)
@@ -161,6 +297,8 @@ async def run(quick: bool) -> dict[str, object]:
         results["replay_eps"] = replay
         results["rebuild_eps"] = rebuild
         results["replay_events"] = total
+    if database_url:
+        results.update(await run_postgres(database_url, scale))
     results = {k: round(v) if isinstance(v, float) else v for k, v in results.items()}
     results["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()},"
@@ -174,12 +312,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of results")
     parser.add_argument("--quick", action="store_true", help="a fifth of the work, for a smoke run")
+    parser.add_argument("--database-url", help="also measure PostgreSQL on this server")
+    parser.add_argument("--pg-worker", nargs=3, help=argparse.SUPPRESS)
     options = parser.parse_args()
-    results = uvloop.run(run(options.quick))  # the loop `eventgate up` runs on
+    if options.pg_worker:
+        url, count, prefix = options.pg_worker
+        uvloop.run(pg_worker(url, int(count), prefix))
+        return
+    results = uvloop.run(run(options.quick, options.database_url))  # the loop `up` runs on
     for key, value in results.items():
         print(f"{key:>24}  {value:,}" if isinstance(value, int) else f"{key:>24}  {value}")
     ratio = results["append_concurrent_eps"] / results["raw_batched_eps"]  # type: ignore[operator]
     print(f"{'concurrent / raw batched':>24}  {ratio:.2f} (target >= 0.5)")
+    if "pg_raw_batched_eps" in results:
+        pg = results["pg_append_concurrent_eps"] / results["pg_raw_batched_eps"]  # type: ignore[operator]
+        print(f"{'pg concurrent / raw':>24}  {pg:.2f} (target >= 0.5)")
     if options.json:
         print(json.dumps(results))
 

@@ -21,6 +21,7 @@ from eventgate.errors import ProjectionError, StaleCheckpoint
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.hub.hub import Delivery
 from eventgate.projections.changes import RecordChanged
+from eventgate.projections.folding import fold, replay_parked
 from eventgate.projections.parking import ParkedStream
 from eventgate.projections.projection import COLUMN_TYPES, Projection, Row
 from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
@@ -105,49 +106,24 @@ class SQLiteReadStore:
     def _apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
         connection = self._file.connection()
         with write_transaction(connection):
-            stored = _checkpoint(connection, projection.name)
-            if stored != delivery.after:
+            checkpoint = _checkpoint(connection, projection.name)
+            if checkpoint != delivery.after:
                 raise StaleCheckpoint(
-                    f"projection {projection.name} is at {stored}, not {delivery.after}"
+                    f"projection {projection.name} is at {checkpoint}, not {delivery.after}"
                 )
             parked = set(self._parked[projection.name])
-            changed = self._fold(connection, projection, delivery, parked)
-            self._upsert(connection, projection, changed.values())
+            keys = {event.stream_id for event in delivery.events}
+            stored = self._get_many(connection, projection, keys)
+            folded = fold(projection, delivery.events, stored, parked)
+            self._upsert(connection, projection, folded.changed.values())
+            for event, error in folded.parked:
+                parking.park(connection, projection.name, event, error)
             _set_checkpoint(connection, projection.name, delivery.position)
         self._parked[projection.name] = parked
         return [
-            RecordChanged(projection.name, key, row["_position"]) for key, row in changed.items()
+            RecordChanged(projection.name, key, row["_position"])
+            for key, row in folded.changed.items()
         ]
-
-    def _fold(
-        self,
-        connection: sqlite3.Connection,
-        projection: Projection,
-        delivery: Delivery,
-        parked: set[str],
-    ) -> dict[str, Row]:
-        """New rows by key, each with the position of the event that last changed it; the
-        events of parked streams (`parked` grows with any that fail now) are parked."""
-        stored = self._get_many(connection, projection, {e.stream_id for e in delivery.events})
-        changed: dict[str, Row] = {}
-        for event in delivery.events:
-            key = event.stream_id
-            if key in parked:
-                parking.park(connection, projection.name, event, None)
-                continue
-            current = changed.get(key) or stored.get(key)
-            try:
-                new = _apply_one(projection, current, event)
-            except Exception as e:  # a user's handler: any error parks the stream, logged
-                error = f"{type(e).__name__}: {e}"
-                _log.warning("%s parks stream %s at %d: %s", projection.name, key,
-                             event.position, error)  # fmt: skip
-                parking.park(connection, projection.name, event, error)
-                parked.add(key)
-                continue
-            if new is not None:
-                changed[key] = {**new, "_position": event.position}
-        return changed
 
     def _upsert(
         self, connection: sqlite3.Connection, projection: Projection, rows: Iterable[Row]
@@ -220,35 +196,17 @@ class SQLiteReadStore:
         with write_transaction(connection):
             positions = parking.parked_positions(connection, projection.name, stream_id)
             current = self._get(connection, projection, stream_id)
-            done: list[int] = []
-            failed: tuple[int, str] | None = None
-            last: Row | None = None
-            for position in positions:
-                event = by_position.get(position)
-                if event is None:
-                    break  # appended after `events` were read: the next pass takes it
-                if skip and not done:
-                    done.append(position)
-                    continue
-                try:
-                    new = _apply_one(projection, last or current, event)
-                except Exception as e:  # a user's handler, as in _fold
-                    failed = (position, f"{type(e).__name__}: {e}")
-                    break
-                done.append(position)
-                if new is not None:
-                    last = {**new, "_position": position}
-            if last is not None:
-                self._upsert(connection, projection, [last])
-            parking.unpark(connection, projection.name, done, failed)
+            replayed = replay_parked(projection, current, positions, by_position, skip)
+            if replayed.row is not None:
+                self._upsert(connection, projection, [replayed.row])
+            parking.unpark(connection, projection.name, replayed.done, replayed.failed)
             left = parking.parked_positions(connection, projection.name, stream_id)
-            if left and failed is None:
+            if left and replayed.failed is None:
                 parking.request(connection, projection.name, stream_id, parking.RETRY)
         if not left:
             self._parked[projection.name].discard(stream_id)
-        return (
-            [] if last is None else [RecordChanged(projection.name, stream_id, last["_position"])]
-        )
+        row = replayed.row
+        return [] if row is None else [RecordChanged(projection.name, stream_id, row["_position"])]
 
     # -- reading ----------------------------------------------------------------------
 
@@ -319,18 +277,6 @@ class SQLiteReadStore:
                 # The projection's shape changed: its rows are rebuilt from the log.
                 _log.warning("read model %s changed shape; rebuilding it", projection.name)
                 self._reset(projection)
-
-
-def _apply_one(projection: Projection, current: Row | None, event: RecordedEvent) -> Row | None:
-    """The projection's new row for `event` (None: unchanged), checked to fit its columns."""
-    if current is not None:
-        current = {c: v for c, v in current.items() if c != "_position"}
-    new = projection.apply(current, event)
-    if new is not None and new[projection.key] != event.stream_id:
-        raise ProjectionError(
-            f"a row for stream {event.stream_id!r} must keep {projection.key} = {event.stream_id!r}"
-        )
-    return new
 
 
 def _row(projection: Projection, description: Any, values: tuple[Any, ...]) -> Row:
