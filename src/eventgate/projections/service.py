@@ -12,7 +12,7 @@ from eventgate.hub.hub import EventHub
 from eventgate.projections.changes import ChangeFeed, RecordChanged
 from eventgate.projections.parking import SKIP, ParkedStream
 from eventgate.projections.projection import Projection
-from eventgate.projections.readstore import SQLiteReadStore
+from eventgate.projections.protocol import ReadStore
 
 __all__ = ["ProjectionStatus", "UpsertService"]
 
@@ -53,7 +53,7 @@ class UpsertService:
     def __init__(
         self,
         hub: EventHub,
-        read_store: SQLiteReadStore,
+        read_store: ReadStore,
         feed: ChangeFeed,
         *,
         batch_size: int = 500,

@@ -13,7 +13,7 @@ import orjson
 from eventgate.domain.messages import camel_case
 from eventgate.http.problems import HTTPProblem
 from eventgate.projections.projection import Row
-from eventgate.projections.readstore import SQLiteReadStore
+from eventgate.projections.protocol import ReadStore
 from eventgate.queries.cache import ViewCache
 from eventgate.resources.declaration import ItemView, ListView
 
@@ -38,7 +38,7 @@ def representation(row: Row, fields: tuple[str, ...] | list[str]) -> dict[str, A
 class ResourceReader:
     """Answers list and item queries from the read store, through the cache when given."""
 
-    def __init__(self, read_store: SQLiteReadStore, cache: ViewCache | None = None) -> None:
+    def __init__(self, read_store: ReadStore, cache: ViewCache | None = None) -> None:
         self._store = read_store
         self._cache = cache
 

@@ -1,0 +1,361 @@
+"""Read models on PostgreSQL (asyncpg): the same rules as the SQLite read store.
+
+Each delivery is applied in one transaction that first locks the projection's checkpoint
+row (`SELECT ... FOR UPDATE`) and checks it is where the delivery starts, then writes the
+folded rows, the parked events and the new checkpoint. So two processes running the same
+projection can never both apply a batch (the second waits for the lock, then sees the
+checkpoint moved: StaleCheckpoint), and a crash loses or doubles nothing. Folding and
+parking decisions are projections/folding.py's, shared with SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from eventgate.errors import ProjectionError, StaleCheckpoint
+from eventgate.eventstore.model import RecordedEvent
+from eventgate.hub.hub import Delivery
+from eventgate.projections.changes import RecordChanged
+from eventgate.projections.folding import fold, replay_parked
+from eventgate.projections.parking import RETRY, ParkedStream
+from eventgate.projections.projection import Projection, Row
+
+__all__ = ["PostgresReadStore"]
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+_TYPES = {str: "text", int: "bigint", bool: "boolean", float: "double precision"}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS eventgate_projection_checkpoints (
+    name     text PRIMARY KEY,
+    position bigint NOT NULL CHECK (position >= 0)
+);
+CREATE TABLE IF NOT EXISTS eventgate_projection_parked (
+    projection text NOT NULL,
+    stream_id  text NOT NULL,
+    position   bigint NOT NULL,
+    event_type text NOT NULL,
+    error      text,
+    parked_at  text NOT NULL,
+    request    text CHECK (request IN ('retry', 'skip')),
+    PRIMARY KEY (projection, position)
+);
+CREATE INDEX IF NOT EXISTS eventgate_projection_parked__stream
+    ON eventgate_projection_parked (projection, stream_id, position);
+"""
+
+
+def _table(projection: Projection) -> str:
+    return f"rm_{projection.name}"
+
+
+def _table_sql(projection: Projection) -> list[str]:
+    columns = ", ".join(
+        f"{name} {_TYPES[kind]}" + (" PRIMARY KEY" if name == projection.key else "")
+        for name, kind in projection.columns.items()
+    )
+    table = _table(projection)
+    statements = [f"CREATE TABLE IF NOT EXISTS {table} ({columns}, _position bigint NOT NULL)"]
+    for index in projection.indexes:
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {table}__{'_'.join(index)} ON {table} ({', '.join(index)})"
+        )
+    return statements
+
+
+def _numbered(sql: str) -> str:
+    """`?` placeholders (the callers' constant SQL) as PostgreSQL's `$1, $2, ...`."""
+    parts = sql.split("?")
+    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)) + parts[-1]
+
+
+class PostgresReadStore:
+    """`ReadStore` on PostgreSQL; open it with `await PostgresReadStore.open(dsn, projections)`."""
+
+    def __init__(self, pool: asyncpg.Pool, projections: Iterable[Projection]) -> None:
+        self._pool = pool
+        self.projections = {p.name: p for p in projections}
+        self._parked: dict[str, set[str]] = {name: set() for name in self.projections}
+
+    @classmethod
+    async def open(cls, dsn: str, projections: Iterable[Projection]) -> PostgresReadStore:
+        """Connect and create (or rebuild, when a projection's columns changed) the tables."""
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        except (OSError, asyncpg.PostgresError) as e:
+            raise ProjectionError(f"cannot connect to PostgreSQL: {e}") from e
+        store = cls(pool, projections)
+        try:
+            await store._create_schema()
+            for parked in await store.parked_streams():
+                store._parked.setdefault(parked.projection, set()).add(parked.stream_id)
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    def projection(self, name: str) -> Projection:
+        try:
+            return self.projections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.projections)) or "none"
+            raise ProjectionError(f"no projection named {name!r} (known: {known})") from None
+
+    # -- checkpoints and writing ------------------------------------------------------
+
+    async def load_checkpoint(self, name: str) -> int:
+        async with self._pool.acquire() as connection:
+            return await _checkpoint(connection, name)
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        raise ProjectionError("projection checkpoints move only with their changes (apply)")
+
+    async def apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
+        """Apply `delivery` and move the checkpoint in one transaction (compare-and-set)."""
+        parked = set(self._parked[projection.name])
+        async with self._pool.acquire() as connection, connection.transaction():
+            checkpoint = await _locked_checkpoint(connection, projection.name)
+            if checkpoint != delivery.after:
+                raise StaleCheckpoint(
+                    f"projection {projection.name} is at {checkpoint}, not {delivery.after}"
+                )
+            keys = {event.stream_id for event in delivery.events}
+            stored = await self._get_many(connection, projection, keys)
+            folded = fold(projection, delivery.events, stored, parked)
+            await self._upsert(connection, projection, folded.changed.values())
+            for event, error in folded.parked:
+                await _park(connection, projection.name, event, error)
+            await connection.execute(
+                "UPDATE eventgate_projection_checkpoints SET position = $2 WHERE name = $1",
+                projection.name,
+                delivery.position,
+            )
+        self._parked[projection.name] = parked
+        return [
+            RecordChanged(projection.name, key, row["_position"])
+            for key, row in folded.changed.items()
+        ]
+
+    async def reset(self, projection: Projection) -> None:
+        """Recreate the read model empty, its checkpoint 0 and nothing parked, atomically."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await _locked_checkpoint(connection, projection.name)
+            await connection.execute(f"DROP TABLE IF EXISTS {_table(projection)}")
+            for statement in _table_sql(projection):
+                await connection.execute(statement)
+            await connection.execute(
+                "UPDATE eventgate_projection_checkpoints SET position = 0 WHERE name = $1",
+                projection.name,
+            )
+            await connection.execute(
+                "DELETE FROM eventgate_projection_parked WHERE projection = $1", projection.name
+            )
+        self._parked[projection.name] = set()
+
+    async def _upsert(
+        self, connection: Connection, projection: Projection, rows: Iterable[Row]
+    ) -> None:
+        columns = [*projection.columns, "_position"]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != projection.key)
+        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        sql = (
+            f"INSERT INTO {_table(projection)} ({', '.join(columns)}) VALUES ({marks})"
+            f" ON CONFLICT ({projection.key}) DO UPDATE SET {updates}"
+        )
+        values = [tuple(row[c] for c in columns) for row in rows]
+        if values:
+            await connection.executemany(sql, values)
+
+    # -- parked streams ---------------------------------------------------------------
+
+    def parked(self, projection: str) -> frozenset[str]:
+        return frozenset(self._parked.get(projection, ()))
+
+    async def reload_parked(self, projection: str) -> None:
+        self._parked[projection] = {p.stream_id for p in await self.parked_streams(projection)}
+
+    async def parked_streams(self, projection: str | None = None) -> list[ParkedStream]:
+        async with self._pool.acquire() as connection:
+            return await _parked_streams(connection, projection)
+
+    async def request(self, projection: str, stream_id: str | None, kind: str) -> int:
+        self.projection(projection)
+        async with self._pool.acquire() as connection, connection.transaction():
+            return await _request(connection, projection, stream_id, kind)
+
+    async def requested(self) -> list[ParkedStream]:
+        return [p for p in await self.parked_streams() if p.request is not None]
+
+    async def retry(
+        self, projection: Projection, stream_id: str, events: list[RecordedEvent], skip: bool
+    ) -> list[RecordChanged]:
+        """Re-apply a parked stream's events in order (see SQLiteReadStore.retry)."""
+        by_position = {event.position: event for event in events}
+        async with self._pool.acquire() as connection, connection.transaction():
+            await _locked_checkpoint(connection, projection.name)
+            positions = await _parked_positions(connection, projection.name, stream_id)
+            current = await self._get(connection, projection, stream_id)
+            replayed = replay_parked(projection, current, positions, by_position, skip)
+            if replayed.row is not None:
+                await self._upsert(connection, projection, [replayed.row])
+            await connection.executemany(
+                "DELETE FROM eventgate_projection_parked WHERE projection = $1 AND position = $2",
+                [(projection.name, position) for position in replayed.done],
+            )
+            if replayed.failed is not None:
+                position, error = replayed.failed
+                await connection.execute(
+                    "UPDATE eventgate_projection_parked SET error = $3, request = NULL"
+                    " WHERE projection = $1 AND position = $2",
+                    projection.name, position, error,
+                )  # fmt: skip
+            left = await _parked_positions(connection, projection.name, stream_id)
+            if left and replayed.failed is None:
+                await _request(connection, projection.name, stream_id, RETRY)
+        if not left:
+            self._parked[projection.name].discard(stream_id)
+        row = replayed.row
+        return [] if row is None else [RecordChanged(projection.name, stream_id, row["_position"])]
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get(self, projection: Projection, key: str) -> Row | None:
+        async with self._pool.acquire() as connection:
+            return await self._get(connection, projection, key)
+
+    async def select(
+        self,
+        projection: Projection,
+        where: str,
+        parameters: tuple[Any, ...],
+        order_by: str,
+        limit: int,
+    ) -> list[Row]:
+        sql = _numbered(
+            f"SELECT * FROM {_table(projection)} WHERE {where} ORDER BY {order_by} LIMIT ?"
+        )
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(sql, *parameters, limit)
+        return [dict(row) for row in rows]
+
+    async def rows(self, projection: Projection) -> list[Row]:
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"SELECT * FROM {_table(projection)} ORDER BY {projection.key}"
+            )
+        return [dict(row) for row in rows]
+
+    async def _get(self, connection: Connection, projection: Projection, key: str) -> Row | None:
+        row = await connection.fetchrow(
+            f"SELECT * FROM {_table(projection)} WHERE {projection.key} = $1", key
+        )
+        return None if row is None else dict(row)
+
+    async def _get_many(
+        self, connection: Connection, projection: Projection, keys: set[str]
+    ) -> dict[str, Row]:
+        rows = await connection.fetch(
+            f"SELECT * FROM {_table(projection)} WHERE {projection.key} = ANY($1::text[])",
+            list(keys),
+        )
+        return {row[projection.key]: dict(row) for row in rows}
+
+    async def _create_schema(self) -> None:
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock(7041773)")
+            await connection.execute(_SCHEMA)
+            for projection in self.projections.values():
+                for statement in _table_sql(projection):
+                    await connection.execute(statement)
+                found = await connection.fetch(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = $1",
+                    _table(projection),
+                )
+                if {r["column_name"] for r in found} != {*projection.columns, "_position"}:
+                    await connection.execute(f"DROP TABLE {_table(projection)}")
+                    for statement in _table_sql(projection):
+                        await connection.execute(statement)
+                    await connection.execute(
+                        "DELETE FROM eventgate_projection_checkpoints WHERE name = $1",
+                        projection.name,
+                    )
+
+
+async def _checkpoint(connection: Connection, name: str) -> int:
+    position = await connection.fetchval(
+        "SELECT position FROM eventgate_projection_checkpoints WHERE name = $1", name
+    )
+    return int(position or 0)
+
+
+async def _locked_checkpoint(connection: Connection, name: str) -> int:
+    """The checkpoint, its row locked until the transaction ends (created at 0 if absent)."""
+    await connection.execute(
+        "INSERT INTO eventgate_projection_checkpoints (name, position) VALUES ($1, 0)"
+        " ON CONFLICT (name) DO NOTHING",
+        name,
+    )
+    position = await connection.fetchval(
+        "SELECT position FROM eventgate_projection_checkpoints WHERE name = $1 FOR UPDATE", name
+    )
+    return int(position)
+
+
+async def _park(
+    connection: Connection, projection: str, event: RecordedEvent, error: str | None
+) -> None:
+    await connection.execute(
+        "INSERT INTO eventgate_projection_parked"
+        " (projection, stream_id, position, event_type, error, parked_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        projection, event.stream_id, event.position, event.type, error,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+
+
+async def _parked_positions(connection: Connection, projection: str, stream_id: str) -> list[int]:
+    rows = await connection.fetch(
+        "SELECT position FROM eventgate_projection_parked WHERE projection = $1"
+        " AND stream_id = $2 ORDER BY position",
+        projection,
+        stream_id,
+    )
+    return [row["position"] for row in rows]
+
+
+async def _parked_streams(connection: Connection, projection: str | None) -> list[ParkedStream]:
+    rows = await connection.fetch(
+        "SELECT DISTINCT ON (p.projection, p.stream_id) p.projection, p.stream_id, p.position,"
+        " p.event_type, p.error, p.parked_at, p.request, count(*) OVER"
+        " (PARTITION BY p.projection, p.stream_id) AS events"
+        " FROM eventgate_projection_parked p WHERE $1::text IS NULL OR p.projection = $1"
+        " ORDER BY p.projection, p.stream_id, p.position",
+        projection,
+    )
+    found = [
+        ParkedStream(r["projection"], r["stream_id"], r["position"], r["event_type"],
+                     r["error"] or "", r["events"], r["parked_at"], r["request"])
+        for r in rows
+    ]  # fmt: skip
+    return sorted(found, key=lambda p: (p.projection, p.position))
+
+
+async def _request(
+    connection: Connection, projection: str, stream_id: str | None, kind: str
+) -> int:
+    streams = [p.stream_id for p in await _parked_streams(connection, projection)]
+    chosen = [s for s in streams if stream_id is None or s == stream_id]
+    for stream in chosen:
+        await connection.execute(
+            "UPDATE eventgate_projection_parked SET request = $3 WHERE projection = $1"
+            " AND position = (SELECT MIN(position) FROM eventgate_projection_parked"
+            " WHERE projection = $1 AND stream_id = $2)",
+            projection, stream, kind,
+        )  # fmt: skip
+    return len(chosen)

@@ -1,0 +1,75 @@
+"""The read store port: what every read-model backend (SQLite, PostgreSQL) provides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from eventgate.eventstore.model import RecordedEvent
+from eventgate.hub.hub import Delivery
+from eventgate.projections.changes import RecordChanged
+from eventgate.projections.parking import ParkedStream
+from eventgate.projections.projection import Projection, Row
+
+__all__ = ["ReadStore"]
+
+
+class ReadStore(Protocol):
+    """Read models keyed by stream id, each with a checkpoint that moves only with its
+    changes (compare-and-set), and the streams each has parked (checked by tests/contract)."""
+
+    @property
+    def projections(self) -> Mapping[str, Projection]:
+        """The projections this store keeps, by name."""
+        ...
+
+    def projection(self, name: str) -> Projection:
+        """The projection called `name`, or a ProjectionError naming the known ones."""
+        ...
+
+    async def load_checkpoint(self, name: str) -> int: ...
+
+    async def save_checkpoint(self, name: str, position: int) -> None: ...
+
+    async def apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
+        """Apply `delivery` and move the checkpoint from `delivery.after`, in one transaction;
+        StaleCheckpoint when the checkpoint is elsewhere."""
+        ...
+
+    async def reset(self, projection: Projection) -> None:
+        """Empty the read model, its parked streams and its checkpoint, in one transaction."""
+        ...
+
+    def parked(self, projection: str) -> frozenset[str]:
+        """The streams `projection` has parked, as this process last applied it."""
+        ...
+
+    async def reload_parked(self, projection: str) -> None: ...
+
+    async def parked_streams(self, projection: str | None = None) -> list[ParkedStream]: ...
+
+    async def request(self, projection: str, stream_id: str | None, kind: str) -> int: ...
+
+    async def requested(self) -> list[ParkedStream]: ...
+
+    async def retry(
+        self, projection: Projection, stream_id: str, events: list[RecordedEvent], skip: bool
+    ) -> list[RecordChanged]: ...
+
+    async def get(self, projection: Projection, key: str) -> Row | None: ...
+
+    async def select(
+        self,
+        projection: Projection,
+        where: str,
+        parameters: tuple[Any, ...],
+        order_by: str,
+        limit: int,
+    ) -> list[Row]:
+        """Rows matching `where` (constant SQL of the caller with `?` placeholders; every
+        value goes through `parameters`), in `order_by`, at most `limit`."""
+        ...
+
+    async def rows(self, projection: Projection) -> list[Row]: ...
+
+    async def close(self) -> None: ...
