@@ -4,6 +4,7 @@ it); where it is missing, tests that need it are skipped, except under CI where 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -13,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ROOT", "PostgresServer", "postgres_binaries"]
+import asyncpg
+
+__all__ = ["ROOT", "PostgresServer", "database_for", "postgres_binaries"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,3 +80,16 @@ class PostgresServer:
                 pass
             self.pid = None
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def database_for(server_dsn: str, key: str, prefix: str = "t") -> str:
+    """The DSN of a database named after `key` (a test's directory, say), created on first
+    use: each test gets its own, and reopening with the same key finds the same data."""
+    name = f"{prefix}_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return server_dsn.rsplit("/", 1)[0] + f"/{name}"

@@ -9,7 +9,7 @@ from typing import Any
 from eventgate.app import App
 from eventgate.commands.api import command_app
 from eventgate.commands.handler import CommandHandler
-from eventgate.commands.idempotency import IdempotencyStore
+from eventgate.commands.idempotency import IdempotencyStore, SQLiteIdempotencyStore
 from eventgate.config import Settings
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.sqlite import SQLiteEventStore
@@ -127,7 +127,7 @@ async def open_http(settings: Settings, config: GatewayConfig, app: App) -> HTTP
             else load_or_create_key(settings.data_dir / "etag.key")
         )
         cipher = ETagCipher(key)
-        idempotency = await IdempotencyStore.open(settings.data_dir / "idempotency.sqlite")
+        idempotency = await SQLiteIdempotencyStore.open(settings.data_dir / "idempotency.sqlite")
     except BaseException:
         await system.close()
         raise

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from eventgate.eventstore import EventStore, Upcasters
 from eventgate.eventstore.postgres import PostgresEventStore
 from tests.contract.eventstore_contract import EventStoreContract
+from tests.postgres import database_for
 
 
 class TestPostgresEventStore(EventStoreContract):
@@ -22,12 +21,5 @@ class TestPostgresEventStore(EventStoreContract):
         self, directory: Path, upcasters: Upcasters | None = None, poll_interval: float = 0.25
     ) -> EventStore:
         """One database per test directory, so every test starts empty."""
-        name = "t_" + hashlib.sha256(str(directory).encode()).hexdigest()[:16]
-        admin = await asyncpg.connect(self.server_dsn)
-        try:
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        dsn = self.server_dsn.rsplit("/", 1)[0] + f"/{name}"
+        dsn = await database_for(self.server_dsn, str(directory), "t")
         return await PostgresEventStore.open(dsn, upcasters=upcasters, poll_interval=poll_interval)

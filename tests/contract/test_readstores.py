@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from eventgate.projections import Projection
@@ -13,6 +11,7 @@ from eventgate.projections.postgres import PostgresReadStore
 from eventgate.projections.protocol import ReadStore
 from eventgate.projections.readstore import SQLiteReadStore
 from tests.contract.readstore_contract import ReadStoreContract
+from tests.postgres import database_for
 
 
 class TestSQLiteReadStore(ReadStoreContract):
@@ -26,12 +25,5 @@ class TestPostgresReadStore(ReadStoreContract):
         self.server_dsn = postgres_dsn
 
     async def open_store(self, directory: Path, projections: list[Projection]) -> ReadStore:
-        name = "r_" + hashlib.sha256(str(directory).encode()).hexdigest()[:16]
-        admin = await asyncpg.connect(self.server_dsn)
-        try:
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        dsn = self.server_dsn.rsplit("/", 1)[0] + f"/{name}"
+        dsn = await database_for(self.server_dsn, str(directory), "r")
         return await PostgresReadStore.open(dsn, projections)
