@@ -9,9 +9,15 @@ from typing import Any
 from eventgate.app import App
 from eventgate.commands.api import command_app
 from eventgate.commands.handler import CommandHandler
-from eventgate.commands.idempotency import IdempotencyStore, SQLiteIdempotencyStore
+from eventgate.commands.idempotency import (
+    IdempotencyStore,
+    PostgresIdempotencyStore,
+    SQLiteIdempotencyStore,
+)
 from eventgate.config import Settings
 from eventgate.eventstore.codec import EventCodec
+from eventgate.eventstore.postgres import PostgresEventStore
+from eventgate.eventstore.protocol import EventStore
 from eventgate.eventstore.sqlite import SQLiteEventStore
 from eventgate.functions.admin import admin_app, admin_routes
 from eventgate.functions.api import Function
@@ -24,6 +30,8 @@ from eventgate.gateway.routes import RouteTable
 from eventgate.http.etags import ETagCipher, load_or_create_key
 from eventgate.hub.hub import EventHub
 from eventgate.projections.changes import ChangeFeed
+from eventgate.projections.postgres import PostgresReadStore
+from eventgate.projections.protocol import ReadStore
 from eventgate.projections.readstore import SQLiteReadStore
 from eventgate.projections.service import UpsertService
 from eventgate.queries.api import query_app
@@ -41,8 +49,8 @@ class System:
 
     settings: Settings
     app: App
-    store: SQLiteEventStore
-    read_store: SQLiteReadStore
+    store: EventStore
+    read_store: ReadStore
     hub: EventHub
     feed: ChangeFeed
     upsert: UpsertService
@@ -56,13 +64,12 @@ class System:
 
 
 async def open_system(settings: Settings, app: App) -> System:
-    """Open the stores under `settings.data_dir` and wire the components of `app`."""
+    """Open the stores (PostgreSQL for events and read models when `settings.database_url`
+    says so, else SQLite files under `settings.data_dir`) and wire the components of `app`."""
     settings.ensure_data_dir()
-    store = await SQLiteEventStore.open(
-        settings.event_store_path, upcasters=app.upcasters, poll_interval=settings.poll_interval
-    )
+    store = await _open_event_store(settings, app)
     try:
-        read_store = await SQLiteReadStore.open(settings.read_store_path, app.projections)
+        read_store = await _open_read_store(settings, app)
     except BaseException:
         await store.close()
         raise
@@ -85,6 +92,28 @@ async def open_system(settings: Settings, app: App) -> System:
         commands=CommandHandler(store, EventCodec(app.events), app.commands),
         functions=functions,
     )
+
+
+async def _open_event_store(settings: Settings, app: App) -> EventStore:
+    if settings.database_url is not None:
+        return await PostgresEventStore.open(
+            settings.database_url, upcasters=app.upcasters, poll_interval=settings.poll_interval
+        )
+    return await SQLiteEventStore.open(
+        settings.event_store_path, upcasters=app.upcasters, poll_interval=settings.poll_interval
+    )
+
+
+async def _open_read_store(settings: Settings, app: App) -> ReadStore:
+    if settings.database_url is not None:
+        return await PostgresReadStore.open(settings.database_url, app.projections)
+    return await SQLiteReadStore.open(settings.read_store_path, app.projections)
+
+
+async def _open_idempotency(settings: Settings) -> IdempotencyStore:
+    if settings.database_url is not None:
+        return await PostgresIdempotencyStore.open(settings.database_url)
+    return await SQLiteIdempotencyStore.open(settings.data_dir / "idempotency.sqlite")
 
 
 def function_worker(
@@ -127,7 +156,7 @@ async def open_http(settings: Settings, config: GatewayConfig, app: App) -> HTTP
             else load_or_create_key(settings.data_dir / "etag.key")
         )
         cipher = ETagCipher(key)
-        idempotency = await SQLiteIdempotencyStore.open(settings.data_dir / "idempotency.sqlite")
+        idempotency = await _open_idempotency(settings)
     except BaseException:
         await system.close()
         raise

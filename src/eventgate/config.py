@@ -6,10 +6,19 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from eventgate.errors import ConfigError
 
-__all__ = ["DEFAULT_APP", "DEFAULT_DATA_DIR", "Settings", "app_reference", "read_toml"]
+__all__ = [
+    "DEFAULT_APP",
+    "DEFAULT_DATA_DIR",
+    "Settings",
+    "app_reference",
+    "database_url",
+    "read_toml",
+    "redact",
+]
 
 DEFAULT_DATA_DIR = Path(".eventgate")
 DEFAULT_APP = "eventgate.examples.inventory:app"
@@ -23,8 +32,14 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     poll_interval: float = 0.25
     projection_batch_size: int = 500
+    database_url: str | None = None
+    """PostgreSQL for the event store, read models and idempotency keys; None: SQLite files."""
 
     def __post_init__(self) -> None:
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError("the database URL must start with postgresql://")
         if self.poll_interval <= 0:
             raise ConfigError("poll_interval must be positive")
         if self.projection_batch_size < 1:
@@ -47,6 +62,13 @@ class Settings:
         """Where `eventgate up` notes the app it serves, for the commands run on this data."""
         return self.data_dir / "app"
 
+    @property
+    def database_shown(self) -> str:
+        """Where the data lives, for people: the database URL without its password."""
+        if self.database_url is None:
+            return str(self.data_dir.resolve())
+        return redact(self.database_url)
+
     def ensure_data_dir(self) -> None:
         """Create the data directory, or fail with one clear line."""
         try:
@@ -65,6 +87,27 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {path} is not valid TOML: {e}") from e
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def database_url(option: str | None, config: Path | None) -> str | None:
+    """`--database-url` (or EVENTGATE_DATABASE_URL), else the config's `database_url`."""
+    if option:
+        return option
+    if config is not None:
+        configured = read_toml(config).get("database_url")
+        if configured is not None and not isinstance(configured, str):
+            raise ConfigError('database_url must be a string like "postgresql://host/db"')
+        return configured
+    return None
 
 
 def app_reference(option: str | None, config: Path | None, data_dir: Path | None = None) -> str:

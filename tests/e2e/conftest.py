@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.e2e.server import Server
+from tests.postgres import database_for
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("data")).start()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """The contract's modules run twice: on SQLite files, and on a real PostgreSQL."""
+    data = tmp_path_factory.mktemp("data")
+    options: list[str] = []
+    if request.param == "postgres":
+        server_dsn = request.getfixturevalue("postgres_dsn")
+        options = ["--database-url", asyncio.run(database_for(server_dsn, str(data), "e"))]
+    server = Server(data, *options).start()
     yield server
     server.stop()
 

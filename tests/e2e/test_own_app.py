@@ -207,7 +207,7 @@ def test_cli_reads_the_apps_data_named_or_as_up_recorded_it(server: Server, name
 
 
 def test_a_404_after_a_wait_that_did_not_catch_up_says_it_is_stale(client: httpx.Client) -> None:
-    future = base64.urlsafe_b64encode(b"eg1:999999999").rstrip(b"=").decode()
+    future = base64.urlsafe_b64encode(b"eg1:4611686018427387904").rstrip(b"=").decode()
     response = client.get(f"/api/boards/{uuid.uuid4()}", headers={"Consistency-Token": future})
     assert response.status_code == 404 and response.headers["Consistency-Status"] == "stale"
 

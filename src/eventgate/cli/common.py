@@ -13,13 +13,14 @@ from rich.console import Console
 
 from eventgate.app import App, load_app
 from eventgate.bootstrap import System, open_system
-from eventgate.config import Settings, app_reference
+from eventgate.config import Settings, app_reference, database_url
 from eventgate.errors import EventgateError
 
 __all__ = [
     "AppOption",
     "CliError",
     "DataDir",
+    "DatabaseUrl",
     "app",
     "chosen_app",
     "err",
@@ -27,6 +28,7 @@ __all__ = [
     "open_existing",
     "out",
     "run",
+    "settings_for",
     "setup_logging",
 ]
 
@@ -91,9 +93,32 @@ def chosen_app(option: str | None, config: Path | None = None, data: Path | None
         fail(e)
 
 
-async def open_existing(data: Path, app: App) -> System:
-    """Open the system of `app` on a data directory that must already hold an event store."""
-    settings = Settings(data_dir=data)
-    if not settings.event_store_path.is_file():
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="EVENTGATE_DATABASE_URL",
+        help="PostgreSQL (postgresql://user@host/db) for events, read models and idempotency"
+        " keys, instead of SQLite files in --data.",
+        show_default=False,
+    ),
+]
+
+
+def settings_for(
+    data: Path, url: str | None, config: Path | None = None, **options: Any
+) -> Settings:
+    """Settings from the options (`--database-url`, else the config's `database_url`), or
+    one line and exit 1."""
+    try:
+        return Settings(data_dir=data, database_url=database_url(url, config), **options)
+    except EventgateError as e:
+        fail(e)
+
+
+async def open_existing(settings: Settings, app: App) -> System:
+    """Open the system of `app` on data that must already hold an event store."""
+    if settings.database_url is None and not settings.event_store_path.is_file():
+        data = settings.data_dir
         raise CliError(f"no event store in {data} (start with `eventgate up --data {data}`)")
     return await open_system(settings, app)

@@ -19,6 +19,7 @@ from eventgate.bootstrap import function_worker, open_system
 from eventgate.cli.common import (
     AppOption,
     CliError,
+    DatabaseUrl,
     DataDir,
     app,
     chosen_app,
@@ -27,6 +28,7 @@ from eventgate.cli.common import (
     open_existing,
     out,
     run,
+    settings_for,
     setup_logging,
 )
 from eventgate.config import DEFAULT_DATA_DIR, Settings
@@ -90,12 +92,14 @@ def functions_list(
     data: DataDir = DEFAULT_DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
     app_option: AppOption = None,
+    url: DatabaseUrl = None,
 ) -> None:
     """Every function that has run here: triggers, checkpoint, lag, failures, dead letters."""
     served = chosen_app(app_option, data=data)
+    settings = settings_for(data, url)
 
     async def rows() -> list[dict[str, Any]]:
-        system = await open_existing(data, served)
+        system = await open_existing(settings, served)
         try:
             return await function_rows(system.functions, system.store)
         finally:
@@ -208,6 +212,7 @@ def serve_functions(
     functions: FunctionModules = None,
     config: ConfigFile = None,
     app_option: AppOption = None,
+    url: DatabaseUrl = None,
 ) -> None:
     """Run the functions in N worker processes that share the streams (beside an
     `eventgate up --no-functions`); a worker that dies is restarted, and its streams are
@@ -215,18 +220,19 @@ def serve_functions(
     setup_logging()
     served = chosen_app(app_option, config, data)
     chosen = chosen_functions(served, config, functions)
+    settings = settings_for(data, url, config, poll_interval=WORKER_POLL_INTERVAL)
     if workers == 1:
-        run(lambda: _serve_one(data, served, chosen))
+        run(lambda: _serve_one(settings, served, chosen))
         return
     argv = ["serve", "functions", "--data", str(data), "--workers", "1"]
     argv += ["--app", app_option] if app_option else []
+    argv += ["--database-url", url] if url else []
     argv += [arg for module in functions or [] for arg in ("--functions", module)]
     argv += ["--config", str(config)] if config is not None else []
     run(lambda: _supervise(argv, workers))
 
 
-async def _serve_one(data: Path, served: App, chosen: ChosenFunctions) -> None:
-    settings = Settings(data_dir=data, poll_interval=WORKER_POLL_INTERVAL)
+async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -> None:
     system = await open_system(settings, served)
     worker = function_worker(system, chosen.functions, chosen.settings)
     task = asyncio.create_task(worker.run())

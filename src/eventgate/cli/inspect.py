@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +21,7 @@ from eventgate.app import App
 from eventgate.cli.common import (
     AppOption,
     CliError,
+    DatabaseUrl,
     DataDir,
     app,
     chosen_app,
@@ -30,8 +30,9 @@ from eventgate.cli.common import (
     open_existing,
     out,
     run,
+    settings_for,
 )
-from eventgate.config import DEFAULT_DATA_DIR
+from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.projections.parking import RETRY, SKIP
 from eventgate.projections.service import ProjectionStatus
@@ -61,10 +62,12 @@ def events(
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many events.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     app_option: AppOption = None,
+    url: DatabaseUrl = None,
 ) -> None:
     """List stored events in global order (upcast by the app's upcasters)."""
     served = chosen_app(app_option, data=data)
-    found = run(lambda: _events(data, served, stream, from_position, limit))
+    settings = settings_for(data, url)
+    found = run(lambda: _events(settings, served, stream, from_position, limit))
     if as_json:
         for event in found:
             sys.stdout.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
@@ -84,9 +87,9 @@ def events(
 
 
 async def _events(
-    data: Path, served: App, stream: str | None, after: int, limit: int | None
+    settings: Settings, served: App, stream: str | None, after: int, limit: int | None
 ) -> list[RecordedEvent]:
-    system = await open_existing(data, served)
+    system = await open_existing(settings, served)
     try:
         if stream is not None:
             found = [e for e in await system.store.read_stream(stream) if e.position > after]
@@ -110,14 +113,16 @@ async def _events(
 def projections_status(
     data: DataDir = DEFAULT_DATA_DIR,
     app_option: AppOption = None,
+    url: DatabaseUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
 ) -> None:
     """Each projection's checkpoint and lag behind the head of the log, and every stream it
     has parked (the event it could not apply, and why)."""
     served = chosen_app(app_option, data=data)
+    settings = settings_for(data, url)
 
     async def status() -> list[ProjectionStatus]:
-        system = await open_existing(data, served)
+        system = await open_existing(settings, served)
         try:
             return await system.upsert.status()
         finally:
@@ -158,13 +163,14 @@ def projections_retry(
     retry_all: Annotated[bool, typer.Option("--all", help="Every parked stream.")] = False,
     data: DataDir = DEFAULT_DATA_DIR,
     app_option: AppOption = None,
+    url: DatabaseUrl = None,
 ) -> None:
     """Apply a parked stream's events again, in order (after a fix); a running `eventgate up`
     does it within a second."""
     if (stream is None) == (not retry_all):
         err.print("[bold red]error:[/] give --stream ID or --all (not both)")
         raise typer.Exit(2)
-    _request(data, app_option, name, stream, RETRY)
+    _request(settings_for(data, url), app_option, name, stream, RETRY)
 
 
 @projections_app.command("skip")
@@ -173,16 +179,19 @@ def projections_skip(
     stream: Annotated[str, typer.Option("--stream", help="The parked stream.")],
     data: DataDir = DEFAULT_DATA_DIR,
     app_option: AppOption = None,
+    url: DatabaseUrl = None,
 ) -> None:
     """Drop the first parked event of a stream (the one that fails) and apply the rest."""
-    _request(data, app_option, name, stream, SKIP)
+    _request(settings_for(data, url), app_option, name, stream, SKIP)
 
 
-def _request(data: Path, app_option: str | None, name: str, stream: str | None, kind: str) -> None:
-    served = chosen_app(app_option, data=data)
+def _request(
+    settings: Settings, app_option: str | None, name: str, stream: str | None, kind: str
+) -> None:
+    served = chosen_app(app_option, data=settings.data_dir)
 
     async def ask() -> int:
-        system = await open_existing(data, served)
+        system = await open_existing(settings, served)
         try:
             return await system.read_store.request(name, stream, kind)
         finally:
@@ -200,14 +209,16 @@ def projections_rebuild(
     name: Annotated[str | None, typer.Argument(help="One projection; all when left out.")] = None,
     data: DataDir = DEFAULT_DATA_DIR,
     app_option: AppOption = None,
+    url: DatabaseUrl = None,
 ) -> None:
     """Empty read models and replay the whole log into them, with progress."""
     served = chosen_app(app_option, data=data)
-    run(lambda: _rebuild(data, served, name))
+    settings = settings_for(data, url)
+    run(lambda: _rebuild(settings, served, name))
 
 
-async def _rebuild(data: Path, served: App, name: str | None) -> None:
-    system = await open_existing(data, served)
+async def _rebuild(settings: Settings, served: App, name: str | None) -> None:
+    system = await open_existing(settings, served)
     try:
         chosen = (
             [system.read_store.projection(name)]

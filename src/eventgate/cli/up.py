@@ -19,11 +19,13 @@ from eventgate.bootstrap import function_worker, open_http
 from eventgate.cli.common import (
     AppOption,
     CliError,
+    DatabaseUrl,
     DataDir,
     app,
     chosen_app,
     out,
     run,
+    settings_for,
     setup_logging,
 )
 from eventgate.cli.functions import ChosenFunctions, FunctionModules, chosen_functions
@@ -45,6 +47,7 @@ def up(
         bool, typer.Option(help="Allow a non-loopback host with no API keys configured.")
     ] = False,
     app_option: AppOption = None,
+    url: DatabaseUrl = None,
     functions: FunctionModules = None,
     no_functions: Annotated[
         bool,
@@ -61,7 +64,7 @@ def up(
     setup_logging()
     served = chosen_app(app_option, config, data)
     chosen = None if no_functions else chosen_functions(served, config, functions)
-    settings = Settings(data_dir=data)
+    settings = settings_for(data, url, config)
     record = app_reference(app_option, config, data)
     run(lambda: _up(settings, served, record, load_config(config), host, port, insecure, chosen))
 
@@ -112,7 +115,7 @@ async def _up(
     bound_host, bound_port = sock.getsockname()[:2]
     out.print(
         f"eventgate up: gateway on http://{bound_host}:{bound_port}"
-        f" (app {served.name}, data in {settings.data_dir.resolve()})"
+        f" (app {served.name}, data in {settings.database_shown})"
     )
     try:
         await server.serve(sockets=[sock])
