@@ -22,7 +22,9 @@ from eventgate.eventstore.sqlite import SQLiteEventStore
 from eventgate.functions.admin import admin_app, admin_routes
 from eventgate.functions.api import Function
 from eventgate.functions.context import Services
-from eventgate.functions.store import FunctionStore
+from eventgate.functions.postgres import PostgresFunctionStore
+from eventgate.functions.state import FunctionStore
+from eventgate.functions.store import SQLiteFunctionStore
 from eventgate.functions.worker import FunctionWorker
 from eventgate.gateway.app import Gateway
 from eventgate.gateway.config import GatewayConfig
@@ -74,7 +76,7 @@ async def open_system(settings: Settings, app: App) -> System:
         await store.close()
         raise
     try:
-        functions = await FunctionStore.open(settings.functions_path)
+        functions = await _open_function_store(settings)
     except BaseException:
         await store.close()
         await read_store.close()
@@ -108,6 +110,12 @@ async def _open_read_store(settings: Settings, app: App) -> ReadStore:
     if settings.database_url is not None:
         return await PostgresReadStore.open(settings.database_url, app.projections)
     return await SQLiteReadStore.open(settings.read_store_path, app.projections)
+
+
+async def _open_function_store(settings: Settings) -> FunctionStore:
+    if settings.database_url is not None:
+        return await PostgresFunctionStore.open(settings.database_url)
+    return await SQLiteFunctionStore.open(settings.functions_path)
 
 
 async def _open_idempotency(settings: Settings) -> IdempotencyStore:

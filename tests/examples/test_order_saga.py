@@ -24,7 +24,7 @@ from eventgate.examples.orders.functions import order_saga
 from eventgate.examples.orders.read_models import order_details
 from eventgate.functions import Function
 from eventgate.functions.context import Services
-from eventgate.functions.store import FunctionStore
+from eventgate.functions.store import SQLiteFunctionStore
 
 from .saga import (
     check_invariants,
@@ -217,7 +217,7 @@ async def test_redelivering_every_order_event_changes_nothing(
         await asyncio.sleep(0.3)  # let the worker finish its last steps and commit
     before = await system.store.read_all()
     check_invariants(before)
-    forgetful = await FunctionStore.open(tmp_path / "no-records.sqlite")
+    forgetful = await SQLiteFunctionStore.open(tmp_path / "no-records.sqlite")
     try:
         for functions in (system.functions, forgetful):
             # delivered again with whatever effect records the runtime kept, then with none

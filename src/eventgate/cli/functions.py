@@ -37,7 +37,9 @@ from eventgate.functions.admin import function_rows
 from eventgate.functions.api import Function
 from eventgate.functions.config import load_functions_config
 from eventgate.functions.loader import load_functions
-from eventgate.functions.store import DeadLetterRecord, FunctionStore
+from eventgate.functions.postgres import PostgresFunctionStore
+from eventgate.functions.state import DeadLetterRecord, FunctionStore
+from eventgate.functions.store import SQLiteFunctionStore
 
 __all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
 
@@ -123,11 +125,15 @@ def functions_list(
 # -- dlq --------------------------------------------------------------------------------
 
 
-async def _with_store(data: Path, action: Any) -> Any:
-    path = Settings(data_dir=data).functions_path
-    if not path.is_file():
-        raise CliError(f"no functions have run in {data} (no {path.name})")
-    store = await FunctionStore.open(path)
+async def _with_store(settings: Settings, action: Any) -> Any:
+    store: FunctionStore
+    if settings.database_url is not None:
+        store = await PostgresFunctionStore.open(settings.database_url)
+    else:
+        path = settings.functions_path
+        if not path.is_file():
+            raise CliError(f"no functions have run in {settings.data_dir} (no {path.name})")
+        store = await SQLiteFunctionStore.open(path)
     try:
         return await action(store)
     finally:
@@ -139,10 +145,12 @@ def dlq_list(
     data: DataDir = DEFAULT_DATA_DIR,
     function: FunctionFilter = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    url: DatabaseUrl = None,
 ) -> None:
     """The dead letters, oldest first."""
+    settings = settings_for(data, url)
     letters: list[DeadLetterRecord] = run(
-        lambda: _with_store(data, lambda store: store.dead_letters(function))
+        lambda: _with_store(settings, lambda store: store.dead_letters(function))
     )
     if as_json:
         for letter in letters:
@@ -170,9 +178,12 @@ LetterId = Annotated[int, typer.Argument(min=1, help="Dead letter id (from `dlq 
 
 
 @dlq_app.command("show")
-def dlq_show(letter_id: LetterId, data: DataDir = DEFAULT_DATA_DIR) -> None:
+def dlq_show(
+    letter_id: LetterId, data: DataDir = DEFAULT_DATA_DIR, url: DatabaseUrl = None
+) -> None:
     """One dead letter in full, as JSON: the event, the error, attempts, failure times."""
-    letter = run(lambda: _with_store(data, lambda store: store.dead_letter_by_id(letter_id)))
+    settings = settings_for(data, url)
+    letter = run(lambda: _with_store(settings, lambda store: store.dead_letter_by_id(letter_id)))
     sys.stdout.write(json.dumps(letter.to_json(), indent=2, ensure_ascii=False) + "\n")
 
 
@@ -182,23 +193,28 @@ def dlq_replay(
     replay_all: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
     function: FunctionFilter = None,
     data: DataDir = DEFAULT_DATA_DIR,
+    url: DatabaseUrl = None,
 ) -> None:
     """Hand dead letters back to their functions; running workers pick them up within 1 s."""
     if (letter_id is None) == (not replay_all):
         err.print("[bold red]error:[/] give a dead letter id or --all (not both)")
         raise typer.Exit(2)
+    settings = settings_for(data, url)
     count = run(
         lambda: _with_store(
-            data, lambda store: store.request_replay(letter_id=letter_id, function=function)
+            settings, lambda store: store.request_replay(letter_id=letter_id, function=function)
         )
     )
     out.print(f"{count} dead letter(s) queued for replay")
 
 
 @dlq_app.command("discard")
-def dlq_discard(letter_id: LetterId, data: DataDir = DEFAULT_DATA_DIR) -> None:
+def dlq_discard(
+    letter_id: LetterId, data: DataDir = DEFAULT_DATA_DIR, url: DatabaseUrl = None
+) -> None:
     """Delete a dead letter for good."""
-    run(lambda: _with_store(data, lambda store: store.discard(letter_id)))
+    settings = settings_for(data, url)
+    run(lambda: _with_store(settings, lambda store: store.discard(letter_id)))
     out.print(f"dead letter {letter_id} discarded")
 
 

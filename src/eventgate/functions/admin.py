@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from eventgate.errors import EventgateError
 from eventgate.eventstore.protocol import EventStore
-from eventgate.functions.store import FunctionStore
+from eventgate.functions.state import FunctionStore
 from eventgate.gateway.routes import GatewayRoute
 from eventgate.http.problems import HTTPProblem, render_error
 

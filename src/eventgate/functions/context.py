@@ -15,7 +15,7 @@ from eventgate.errors import DuplicateEvent
 from eventgate.eventstore.model import NewEvent, RecordedEvent
 from eventgate.eventstore.protocol import EventStore
 from eventgate.functions.model import FunctionEvent
-from eventgate.functions.store import FunctionStore
+from eventgate.functions.state import FunctionStore
 
 __all__ = ["Context", "Services"]
 

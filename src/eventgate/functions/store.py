@@ -13,27 +13,28 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from eventgate.errors import DeadLetterNotFound
 from eventgate.functions.model import FunctionEvent
+from eventgate.functions.state import (
+    DEFAULT_PARTITIONS,
+    DeadLetterRecord,
+    FunctionStatus,
+    Lease,
+    RegisteredFunction,
+    alive,
+    dumps,
+    letter,
+    settings_of,
+)
 from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
 
-__all__ = [
-    "DEFAULT_PARTITIONS",
-    "DeadLetterRecord",
-    "FunctionStatus",
-    "FunctionStore",
-    "Lease",
-    "RegisteredFunction",
-]
-
-DEFAULT_PARTITIONS = 16
+__all__ = ["SQLiteFunctionStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -72,72 +73,7 @@ _LETTER_COLUMNS = (
 )
 
 
-class RegisteredFunction(Protocol):
-    """What the registry records of a function (an `api.Function`): name, triggers, settings."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def on(self) -> tuple[str, ...]: ...
-    @property
-    def retries(self) -> int: ...
-    @property
-    def timeout(self) -> float: ...
-    @property
-    def concurrency(self) -> int: ...
-    @property
-    def max_age(self) -> float | None: ...
-
-
-@dataclass(frozen=True)
-class DeadLetterRecord:
-    """An event a function gave up on, and why."""
-
-    id: int
-    function: str
-    event: FunctionEvent
-    error_type: str
-    error_message: str
-    attempts: int
-    first_failure: datetime
-    last_failure: datetime
-    status: str  # "dead", or "replay" once a replay is requested and not yet done
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "function": self.function,
-            "status": self.status,
-            "error_type": self.error_type,
-            "error_message": self.error_message,
-            "attempts": self.attempts,
-            "first_failure": self.first_failure.isoformat(),
-            "last_failure": self.last_failure.isoformat(),
-            "event": self.event.to_json(),
-        }
-
-
-@dataclass(frozen=True)
-class FunctionStatus:
-    """One registered function as `functions list` shows it."""
-
-    name: str
-    triggers: list[str]
-    checkpoint: int
-    invocations: int
-    failures: int
-    dead_letters: int
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What one rebalance left this worker: its partitions and its fair share."""
-
-    owned: frozenset[int]
-    fair_share: int
-
-
-class FunctionStore:
+class SQLiteFunctionStore:
     """Durable state of every function, shared by all the processes on one data directory."""
 
     def __init__(self, path: Path) -> None:
@@ -145,7 +81,7 @@ class FunctionStore:
         self.partitions = DEFAULT_PARTITIONS
 
     @classmethod
-    async def open(cls, path: Path, partitions: int = DEFAULT_PARTITIONS) -> FunctionStore:
+    async def open(cls, path: Path, partitions: int = DEFAULT_PARTITIONS) -> SQLiteFunctionStore:
         """Open (creating if needed); the first opener fixes the number of partitions."""
         store = cls(path)
         store.partitions = await store._file.on_writer(store._create, partitions)
@@ -167,7 +103,7 @@ class FunctionStore:
 
     async def register(self, functions: Sequence[RegisteredFunction]) -> None:
         """Record which functions exist and how they run, for `functions list`."""
-        rows = [(f.name, _dumps(list(f.on)), _dumps(_settings(f))) for f in functions]
+        rows = [(f.name, dumps(list(f.on)), dumps(settings_of(f))) for f in functions]
         await self._file.on_writer(self._register, rows)
 
     def _register(self, rows: list[tuple[str, str, str]]) -> None:
@@ -268,7 +204,7 @@ class FunctionStore:
                 for other, pid in connection.execute(
                     "SELECT id, pid FROM workers WHERE host = ? AND id != ?", (host, worker)
                 )
-                if not _alive(pid)
+                if not alive(pid)
             ]
             connection.executemany("DELETE FROM workers WHERE id = ?", gone)
             connection.execute("DELETE FROM workers WHERE heartbeat < ?", (now - ttl,))
@@ -319,7 +255,7 @@ class FunctionStore:
             function,
             partition,
             event.id,
-            _dumps(event.to_json()),
+            dumps(event.to_json()),
             *error,
             attempts,
             first_failure.isoformat(),
@@ -344,14 +280,14 @@ class FunctionStore:
         if function is not None:
             sql, args = sql + " WHERE function = ?", (function,)
         rows = await self._file.on_reader(self._select, sql + " ORDER BY id", args)
-        return [_letter(row) for row in rows]
+        return [letter(row) for row in rows]
 
     async def dead_letter_by_id(self, letter_id: int) -> DeadLetterRecord:
         sql = f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE id = ?"
         rows = await self._file.on_reader(self._select, sql, (letter_id,))
         if not rows:
             raise DeadLetterNotFound(letter_id)
-        return _letter(rows[0])
+        return letter(rows[0])
 
     async def request_replay(
         self, letter_id: int | None = None, function: str | None = None
@@ -403,7 +339,7 @@ class FunctionStore:
         return (True, orjson.loads(rows[0][0])) if rows else (False, None)
 
     async def record_effect(self, function: str, event_id: str, name: str, result: Any) -> None:
-        row = (function, event_id, name, _dumps(result), datetime.now(UTC).isoformat())
+        row = (function, event_id, name, dumps(result), datetime.now(UTC).isoformat())
         await self._file.on_writer(
             self._change,
             "INSERT OR IGNORE INTO effects (function, event_id, name, result, done_at)"
@@ -436,41 +372,3 @@ class FunctionStore:
 def _owned(connection: sqlite3.Connection, worker: str) -> frozenset[int]:
     sql = "SELECT partition FROM leases WHERE owner = ?"
     return frozenset(p for (p,) in connection.execute(sql, (worker,)))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _settings(f: RegisteredFunction) -> dict[str, Any]:
-    return {
-        "retries": f.retries,
-        "timeout": f.timeout,
-        "concurrency": f.concurrency,
-        "max_age": f.max_age,
-    }
-
-
-def _letter(row: tuple[Any, ...]) -> DeadLetterRecord:
-    letter_id, function, event, error_type, message, attempts, first, last, status = row
-    return DeadLetterRecord(
-        letter_id,
-        function,
-        FunctionEvent.from_json(orjson.loads(event)),
-        error_type,
-        message,
-        attempts,
-        datetime.fromisoformat(first),
-        datetime.fromisoformat(last),
-        status,
-    )
