@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from eventgate.eventstore.model import NewEvent
 from eventgate.examples.inventory.domain import CreateInventoryItem
 from eventgate.functions import Context, DeadLetter, Function, FunctionEvent, Retry, function
 from eventgate.functions.loader import load_functions
+from eventgate.functions.runner import FunctionRunner
 from eventgate.functions.worker import FunctionWorker
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
@@ -316,3 +318,22 @@ def test_function_settings_are_checked() -> None:
     for bad in ({"retries": -1}, {"timeout": 0}, {"concurrency": 0}, {"on": []}):
         with pytest.raises(ConfigError):
             function(**{"on": ["X"], **bad})(handler)  # type: ignore[arg-type]
+
+
+async def test_stopping_a_worker_mid_rebalance_is_not_swallowed() -> None:
+    """A cancel that lands while a runner waits for its reader to stop must propagate (it
+    was once suppressed with the reader's own CancelledError, and the worker ran on)."""
+
+    async def reader() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)  # still winding down when the worker is cancelled
+
+    runner = types.SimpleNamespace(_reader=asyncio.create_task(reader()))
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(FunctionRunner._stop_reader(runner))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping

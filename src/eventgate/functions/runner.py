@@ -15,7 +15,6 @@ Why it is correct:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import zlib
@@ -349,11 +348,13 @@ class FunctionRunner:
         self._effects = [e for e in self._effects if e[0] not in partitions]
 
     async def _stop_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        """Cancel the reader and wait for it. Its CancelledError is gathered, not raised:
+        suppressing CancelledError here would also swallow a cancel of *this* task (a
+        worker being stopped mid-rebalance), which then never stopped."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
 
     async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
         while True:
