@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,19 +56,66 @@ CREATE TABLE IF NOT EXISTS eventgate_events (
     metadata       json    NOT NULL,
     CONSTRAINT eventgate_events_stream_version UNIQUE (stream_id, stream_version)
 );
+CREATE OR REPLACE FUNCTION eventgate_append(
+    p_streams text[], p_expected integer[], p_sizes integer[], p_time timestamptz,
+    p_ids text[], p_types text[], p_schemas integer[], p_data text[], p_metadata text[]
+) RETURNS TABLE (outcome text, version integer, first_position bigint) AS $$
+DECLARE
+    tx bigint := pg_current_xact_id()::text::bigint << 20;
+    base integer := 0;   -- events of this transaction so far: the index part of positions
+    first integer := 1;  -- where the i-th append's events start in the flat arrays
+    v integer;
+    violated text;
+BEGIN
+    FOR i IN 1 .. COALESCE(array_length(p_streams, 1), 0) LOOP
+        SELECT COALESCE(MAX(stream_version), 0) INTO v
+            FROM eventgate_events WHERE stream_id = p_streams[i];
+        IF p_expected[i] IS NOT NULL AND v <> p_expected[i] THEN
+            RETURN QUERY SELECT 'conflict'::text, v, NULL::bigint;
+        ELSE
+            BEGIN  -- a subtransaction: a failed append leaves its neighbours standing
+                INSERT INTO eventgate_events (position, event_id, stream_id, stream_version,
+                                              type, schema_version, time, data, metadata)
+                SELECT tx + base + g - 1, p_ids[first + g - 1], p_streams[i], v + g,
+                       p_types[first + g - 1], p_schemas[first + g - 1], p_time,
+                       p_data[first + g - 1]::json, p_metadata[first + g - 1]::json
+                FROM generate_series(1, p_sizes[i]) AS g;
+                RETURN QUERY SELECT 'ok'::text, v, tx + base;
+                base := base + p_sizes[i];
+            EXCEPTION WHEN unique_violation THEN
+                GET STACKED DIAGNOSTICS violated = CONSTRAINT_NAME;
+                RETURN QUERY SELECT CASE WHEN violated = 'eventgate_events_stream_version'
+                                         THEN 'race' ELSE 'duplicate' END, v, NULL::bigint;
+            END;
+        END IF;
+        first := first + p_sizes[i];
+    END LOOP;
+END $$ LANGUAGE plpgsql;
 """
 _VISIBLE = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {INDEX_BITS})"
 _COLUMNS = (
     "position, event_id, stream_id, stream_version, type, schema_version, time, data, metadata"
 )
-_INSERT = f"""
-INSERT INTO eventgate_events ({_COLUMNS})
-SELECT (pg_current_xact_id()::text::bigint << {INDEX_BITS}) + n - 1, event_id, $1, $2 + n, type,
-       schema_version, $3, data::json, metadata::json
-FROM unnest($4::text[], $5::text[], $6::integer[], $7::text[], $8::text[])
-     WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, n)
-RETURNING position
-"""
+APPEND = (
+    "SELECT outcome, version, first_position"
+    " FROM eventgate_append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+"""Appends in one call: streams, expected versions, sizes, time, then the events' columns
+(ids, types, schema versions, data, metadata) flat, in append order. One row per append."""
+_BATCH_EVENTS = 1000
+_FLUSHERS = 4
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One append waiting for a group commit."""
+
+    stream_id: str
+    events: Sequence[NewEvent]
+    columns: tuple[list[Any], ...]
+    expected: int | None
+    future: asyncio.Future[list[RecordedEvent]]
+    races: int = 0
 
 
 class PostgresEventStore:
@@ -82,6 +130,8 @@ class PostgresEventStore:
         self._poll_interval = poll_interval
         self._listener: asyncpg.Connection | None = None
         self._woken: set[asyncio.Event] = set()
+        self._queue: list[_Pending] = []
+        self._flushers: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @classmethod
@@ -110,53 +160,86 @@ class PostgresEventStore:
         events: Sequence[NewEvent],
         expected_version: int | None = ANY_VERSION,
     ) -> list[RecordedEvent]:
-        """Append `events` to `stream_id` in one transaction; durable on return."""
+        """Append `events` to `stream_id`; durable on return. Appends that arrive together
+        share a transaction (group commit), each in its own subtransaction."""
         self._check_open()
         check_append(stream_id, events, expected_version)
         if not events:
             return []
         if len(events) >= 2**INDEX_BITS:
             raise EventStoreError(f"one append holds at most {2**INDEX_BITS - 1} events")
-        columns = _columns(events)
-        for _ in range(_RETRIES):
-            try:
-                return await self._append_once(stream_id, events, columns, expected_version)
-            except asyncpg.UniqueViolationError as e:
-                if e.constraint_name != "eventgate_events_stream_version":
-                    raise DuplicateEvent(f"an event id of this append is stored: {e}") from e
-                if expected_version is not None:
-                    actual = await self._version(stream_id)
-                    raise ConcurrencyError(stream_id, expected_version, actual) from e
-        raise EventStoreError(f"stream {stream_id!r}: too many concurrent appends")
+        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
+        pending = _Pending(stream_id, events, _columns(events), expected_version, future)
+        self._queue.append(pending)
+        self._kick()
+        return await future
 
-    async def _append_once(
-        self,
-        stream_id: str,
-        events: Sequence[NewEvent],
-        columns: tuple[list[Any], ...],
-        expected: int | None,
-    ) -> list[RecordedEvent]:
+    def _kick(self) -> None:
+        """Start another flusher while appends wait and fewer than _FLUSHERS run."""
+        self._flushers = {task for task in self._flushers if not task.done()}
+        if self._queue and len(self._flushers) < _FLUSHERS:
+            self._flushers.add(asyncio.create_task(self._flush()))
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch: list[_Pending] = []
+            size = 0
+            while self._queue and (not batch or size + len(self._queue[0].events) <= _BATCH_EVENTS):
+                batch.append(self._queue.pop(0))
+                size += len(batch[-1].events)
+            try:
+                outcomes = await self._write(batch)
+            except Exception as e:  # the transaction failed: every append of it did
+                failure = EventStoreError(f"appending to PostgreSQL failed: {e}")
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(failure)
+                continue
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                await self._settle(pending, outcome)
+
+    async def _write(self, batch: list[_Pending]) -> list[tuple[str, int, int | None, datetime]]:
+        """One transaction, one round trip: `eventgate_append` checks and inserts each
+        append in its own subtransaction; then NOTIFY and one commit for them all."""
         time = datetime.now(UTC)
+        flat: tuple[list[Any], ...] = ([], [], [], [], [])
+        for pending in batch:
+            for column, values in zip(flat, pending.columns, strict=True):
+                column.extend(values)
         async with self._pool.acquire() as connection, connection.transaction():
-            version = await _stream_version(connection, stream_id)
-            if expected is not None and expected != version:
-                raise ConcurrencyError(stream_id, expected, version)
-            rows = await connection.fetch(_INSERT, stream_id, version, time, *columns)
-            await connection.execute(f"NOTIFY {CHANNEL}")
-        return [
-            RecordedEvent(
-                id=event.id,
-                stream_id=stream_id,
-                stream_version=version + n,
-                position=row["position"],
-                type=event.type,
-                schema_version=event.schema_version,
-                time=time,
-                data=event.data,
-                metadata=event.metadata,
+            rows = await connection.fetch(
+                APPEND,
+                [p.stream_id for p in batch],
+                [p.expected for p in batch],
+                [len(p.events) for p in batch],
+                time,
+                *flat,
             )
-            for n, (event, row) in enumerate(zip(events, rows, strict=True), start=1)
-        ]
+            await connection.execute(f"NOTIFY {CHANNEL}")
+        if len(rows) != len(batch):
+            raise EventStoreError(f"eventgate_append answered {len(rows)} of {len(batch)}")
+        return [(r["outcome"], r["version"], r["first_position"], time) for r in rows]
+
+    async def _settle(
+        self, pending: _Pending, outcome: tuple[str, int, int | None, datetime]
+    ) -> None:
+        kind, version, first, time = outcome
+        if pending.future.done():
+            return
+        if kind == "ok" and first is not None:
+            pending.future.set_result(_recorded(pending, version, first, time))
+        elif kind == "duplicate":
+            pending.future.set_exception(
+                DuplicateEvent(f"an event id of this append to {pending.stream_id!r} is stored")
+            )
+        elif kind == "race" and pending.expected is None and pending.races < _RETRIES:
+            pending.races += 1  # another writer took the version: append after it
+            self._queue.append(pending)
+            self._kick()
+        else:
+            actual = version if kind == "conflict" else await self._version(pending.stream_id)
+            expected = pending.expected if pending.expected is not None else version
+            pending.future.set_exception(ConcurrencyError(pending.stream_id, expected, actual))
 
     async def _version(self, stream_id: str) -> int:
         async with self._pool.acquire() as connection:
@@ -255,6 +338,9 @@ class PostgresEventStore:
         if self._closed:
             return
         self._closed = True
+        while self._flushers:  # appends already queued are written first
+            await asyncio.gather(*self._flushers, return_exceptions=True)
+            self._flushers = {task for task in self._flushers if not task.done()}
         if self._listener is not None:
             await self._listener.close()
         await self._pool.close()
@@ -271,6 +357,23 @@ async def _stream_version(
         "SELECT MAX(stream_version) FROM eventgate_events WHERE stream_id = $1", stream_id
     )
     return int(version or 0)
+
+
+def _recorded(pending: _Pending, version: int, first: int, time: datetime) -> list[RecordedEvent]:
+    return [
+        RecordedEvent(
+            id=event.id,
+            stream_id=pending.stream_id,
+            stream_version=version + n,
+            position=first + n - 1,
+            type=event.type,
+            schema_version=event.schema_version,
+            time=time,
+            data=event.data,
+            metadata=event.metadata,
+        )
+        for n, event in enumerate(pending.events, start=1)
+    ]
 
 
 def _columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
