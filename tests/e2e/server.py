@@ -60,9 +60,11 @@ class Server:
         return self.process.returncode, stdout, stderr
 
 
-def keyed_server(directory: Path, config: str, keys: Mapping[str, str]) -> Server:
+def keyed_server(
+    directory: Path, config: str, keys: Mapping[str, str], env: Mapping[str, str] | None = None
+) -> Server:
     """A server whose config is `config` with `{name}` filled by the sha256 of each key."""
     digests = {name: hashlib.sha256(key.encode()).hexdigest() for name, key in keys.items()}
     path = directory / "eventgate.toml"
     path.write_text(config.format(**digests))
-    return Server(directory / "data", "--config", str(path))
+    return Server(directory / "data", "--config", str(path), env=env)

@@ -3,6 +3,7 @@ fails, is dead-lettered and replayed from the CLI while `up` runs, and the admin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import create, item_url, stock
 from tests.e2e.server import ROOT, Server, keyed_server
+from tests.postgres import database_for
 
 KEYS = {"writer": "writer-key", "admin": "admin-key"}
 CONFIG = """
@@ -32,9 +34,18 @@ scopes = ["admin"]
 """
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = keyed_server(tmp_path_factory.mktemp("functions"), CONFIG, KEYS).start()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def up(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """On SQLite files, and with every store on a real PostgreSQL (EVENTGATE_DATABASE_URL,
+    which the CLI calls below inherit)."""
+    directory = tmp_path_factory.mktemp("functions")
+    env = {}
+    if request.param == "postgres":
+        dsn = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(directory)))
+        env = {"EVENTGATE_DATABASE_URL": dsn}
+    server = keyed_server(directory, CONFIG, KEYS, env=env).start()
     yield server
     server.stop()
 
@@ -43,10 +54,11 @@ def as_(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[name]}"}
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, server: Server | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "eventgate.cli", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=server.env if server is not None else None,
     )  # fmt: skip
 
 
@@ -60,7 +72,7 @@ def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
 
 
 def events(up: Server) -> list[dict[str, Any]]:
-    listed = cli("events", "--data", str(up.data), "--json")
+    listed = cli("events", "--data", str(up.data), "--json", server=up)
     return [json.loads(line) for line in listed.stdout.splitlines()]
 
 
@@ -97,29 +109,31 @@ def test_a_failing_function_is_dead_lettered_and_replayed_from_the_cli_while_up_
         assert renamed.status_code == 202
 
     def letters() -> list[dict[str, Any]]:
-        listed = cli("dlq", "list", "--data", str(up.data), "--json", "--function", "rename_hook")
+        listed = cli(
+            "dlq", "list", "--data", str(up.data), "--json", "--function", "rename_hook", server=up
+        )
         assert listed.returncode == 0, listed.stderr
         return [json.loads(line) for line in listed.stdout.splitlines()]
 
     [letter] = eventually(letters)
     assert letter["error_type"] == "ConnectionError" and letter["attempts"] == 2
     assert letter["event"]["data"]["newName"] == "hex nut"
-    shown = cli("dlq", "show", str(letter["id"]), "--data", str(up.data))
+    shown = cli("dlq", "show", str(letter["id"]), "--data", str(up.data), server=up)
     assert json.loads(shown.stdout)["error_message"] == "webhook for 'hex nut' is down"
 
-    listed = cli("functions", "list", "--data", str(up.data), "--json")
+    listed = cli("functions", "list", "--data", str(up.data), "--json", server=up)
     functions = {f["name"]: f for f in json.loads(listed.stdout)["functions"]}
     assert set(functions) == {"audit_trail", "low_stock_alert", "rename_hook"}
     assert functions["rename_hook"]["dead_letters"] == 1
 
     (up.data / "broken").unlink()
-    replay = cli("dlq", "replay", str(letter["id"]), "--data", str(up.data))
+    replay = cli("dlq", "replay", str(letter["id"]), "--data", str(up.data), server=up)
     assert replay.returncode == 0 and "1 dead letter(s) queued" in replay.stdout
     assert eventually(lambda: letters() == [], within=3)
 
-    missing = cli("dlq", "show", str(letter["id"]), "--data", str(up.data))
+    missing = cli("dlq", "show", str(letter["id"]), "--data", str(up.data), server=up)
     assert missing.returncode == 1 and f"no dead letter {letter['id']}" in missing.stderr
-    assert cli("dlq", "replay", "--data", str(up.data)).returncode == 2
+    assert cli("dlq", "replay", "--data", str(up.data), server=up).returncode == 2
 
 
 def test_the_admin_api_needs_the_admin_scope_and_operates_dead_letters(up: Server) -> None:
