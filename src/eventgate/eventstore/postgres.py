@@ -241,6 +241,34 @@ class PostgresEventStore:
             expected = pending.expected if pending.expected is not None else version
             pending.future.set_exception(ConcurrencyError(pending.stream_id, expected, actual))
 
+    async def import_events(self, events: Sequence[RecordedEvent]) -> int:
+        """Store events exactly as they were recorded elsewhere (ids, positions, versions,
+        times, metadata), skipping any already here; returns how many were new. For
+        `eventgate copy`: run it while nothing else appends."""
+        self._check_open()
+        rows = [
+            (e.position, e.id, e.stream_id, e.stream_version, e.type, e.schema_version,
+             e.time, encode_json(e.data), encode_json(e.metadata))
+            for e in events
+        ]  # fmt: skip
+        async with self._pool.acquire() as connection, connection.transaction():
+            before = await connection.fetchval("SELECT COUNT(*) FROM eventgate_events")
+            try:
+                await connection.executemany(
+                    f"INSERT INTO eventgate_events ({_COLUMNS}) VALUES"
+                    " ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::json)"
+                    " ON CONFLICT (event_id) DO NOTHING",
+                    rows,
+                )
+            except asyncpg.UniqueViolationError as e:
+                raise EventStoreError(
+                    "the database holds other events at these positions or stream versions:"
+                    " copy into an empty database"
+                ) from e
+            after = await connection.fetchval("SELECT COUNT(*) FROM eventgate_events")
+            await connection.execute(f"NOTIFY {CHANNEL}")
+        return int(after - before)
+
     async def _version(self, stream_id: str) -> int:
         async with self._pool.acquire() as connection:
             return await _stream_version(connection, stream_id)
