@@ -23,6 +23,7 @@ from eventgate.projections.changes import RecordChanged
 from eventgate.projections.folding import fold, replay_parked
 from eventgate.projections.parking import RETRY, ParkedStream
 from eventgate.projections.projection import Projection, Row
+from eventgate.projections.protocol import KnownProjections
 
 __all__ = ["PostgresReadStore"]
 
@@ -72,13 +73,12 @@ def _numbered(sql: str) -> str:
     return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)) + parts[-1]
 
 
-class PostgresReadStore:
+class PostgresReadStore(KnownProjections):
     """`ReadStore` on PostgreSQL; open it with `await PostgresReadStore.open(dsn, projections)`."""
 
     def __init__(self, pool: asyncpg.Pool, projections: Iterable[Projection]) -> None:
+        super().__init__(projections)
         self._pool = pool
-        self.projections = {p.name: p for p in projections}
-        self._parked: dict[str, set[str]] = {name: set() for name in self.projections}
 
     @classmethod
     async def open(cls, dsn: str, projections: Iterable[Projection]) -> PostgresReadStore:
@@ -99,13 +99,6 @@ class PostgresReadStore:
 
     async def close(self) -> None:
         await self._pool.close()
-
-    def projection(self, name: str) -> Projection:
-        try:
-            return self.projections[name]
-        except KeyError:
-            known = ", ".join(sorted(self.projections)) or "none"
-            raise ProjectionError(f"no projection named {name!r} (known: {known})") from None
 
     # -- checkpoints and writing ------------------------------------------------------
 
@@ -173,9 +166,6 @@ class PostgresReadStore:
             await connection.executemany(sql, values)
 
     # -- parked streams ---------------------------------------------------------------
-
-    def parked(self, projection: str) -> frozenset[str]:
-        return frozenset(self._parked.get(projection, ()))
 
     async def reload_parked(self, projection: str) -> None:
         self._parked[projection] = {p.stream_id for p in await self.parked_streams(projection)}

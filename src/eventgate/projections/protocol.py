@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from eventgate.errors import ProjectionError
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.hub.hub import Delivery
 from eventgate.projections.changes import RecordChanged
 from eventgate.projections.parking import ParkedStream
 from eventgate.projections.projection import Projection, Row
 
-__all__ = ["ReadStore"]
+__all__ = ["KnownProjections", "ReadStore"]
+
+
+class KnownProjections:
+    """What every read store keeps in memory: its projections by name, and the streams each
+    has parked as this process last applied it."""
+
+    def __init__(self, projections: Iterable[Projection]) -> None:
+        self.projections = {p.name: p for p in projections}
+        self._parked: dict[str, set[str]] = {name: set() for name in self.projections}
+
+    def projection(self, name: str) -> Projection:
+        """The projection called `name`, or a ProjectionError naming the known ones."""
+        try:
+            return self.projections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.projections)) or "none"
+            raise ProjectionError(f"no projection named {name!r} (known: {known})") from None
+
+    def parked(self, projection: str) -> frozenset[str]:
+        """The streams `projection` has parked, as this process last applied it."""
+        return frozenset(self._parked.get(projection, ()))
 
 
 class ReadStore(Protocol):

@@ -24,6 +24,7 @@ from eventgate.projections.changes import RecordChanged
 from eventgate.projections.folding import fold, replay_parked
 from eventgate.projections.parking import ParkedStream
 from eventgate.projections.projection import COLUMN_TYPES, Projection, Row
+from eventgate.projections.protocol import KnownProjections
 from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
 
 __all__ = ["SQLiteReadStore"]
@@ -54,16 +55,15 @@ def _table_sql(projection: Projection) -> list[str]:
     return statements
 
 
-class SQLiteReadStore:
+class SQLiteReadStore(KnownProjections):
     """Read models of the given projections; also the `CheckpointStore` of their runners."""
 
     def __init__(self, path: Path, projections: Iterable[Projection]) -> None:
+        super().__init__(projections)
         self.path = Path(path)
-        self.projections = {p.name: p for p in projections}
         # NORMAL, not FULL: a change and its checkpoint still commit atomically, so a power
         # loss can only take both back together, and they are replayed from the durable log.
         self._file = SQLiteFile(self.path, name="readstore", synchronous="NORMAL")
-        self._parked: dict[str, set[str]] = {name: set() for name in self.projections}
 
     @classmethod
     async def open(cls, path: Path, projections: Iterable[Projection]) -> SQLiteReadStore:
@@ -76,14 +76,6 @@ class SQLiteReadStore:
 
     async def close(self) -> None:
         await self._file.close()
-
-    def projection(self, name: str) -> Projection:
-        """The projection called `name`, or a clear error."""
-        try:
-            return self.projections[name]
-        except KeyError:
-            known = ", ".join(sorted(self.projections)) or "none"
-            raise ProjectionError(f"no projection named {name!r} (known: {known})") from None
 
     # -- CheckpointStore --------------------------------------------------------------
 
@@ -155,10 +147,6 @@ class SQLiteReadStore:
         """Read `projection`'s parked streams again (another process rebuilt it, say)."""
         found = await self.parked_streams(projection)
         self._parked[projection] = {p.stream_id for p in found}
-
-    def parked(self, projection: str) -> frozenset[str]:
-        """The streams `projection` has parked, as this process last applied it."""
-        return frozenset(self._parked.get(projection, ()))
 
     async def parked_streams(self, projection: str | None = None) -> list[ParkedStream]:
         """Every parked stream (of one projection, or of all) with its first parked event."""
