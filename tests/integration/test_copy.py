@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from eventgate.bootstrap import open_system
@@ -68,3 +69,39 @@ async def test_events_are_copied_as_stored_and_the_read_models_rebuilt(
     missing = copy(tmp_path / "nowhere", url)
     assert missing.returncode == 1 and "no event store" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def eventgate(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "eventgate.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+async def test_migrate_records_each_schema_and_refuses_a_newer_one(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    url = await database_for(postgres_dsn, str(tmp_path), "m")
+    data = str(tmp_path / "data")
+    for _ in range(2):  # the second run changes nothing
+        migrated = eventgate("migrate", "--data", data, "--database-url", url)
+        assert migrated.returncode == 0, migrated.stderr
+        for component in ("events", "functions", "idempotency", "read_models"):
+            assert f"{component}" in migrated.stdout
+        assert "is up to date" in migrated.stdout
+    connection = await asyncpg.connect(url)
+    try:
+        assert (
+            await connection.fetchval(
+                "SELECT version FROM eventgate_schema WHERE component = 'events'"
+            )
+            == 1
+        )
+        await connection.execute(
+            "UPDATE eventgate_schema SET version = 99 WHERE component = 'events'"
+        )
+    finally:
+        await connection.close()
+    newer = eventgate("migrate", "--data", data, "--database-url", url)
+    assert newer.returncode == 1 and "version 99, newer than the 1" in newer.stderr
+    assert len(newer.stderr.strip().splitlines()) == 1
+    without = eventgate("migrate", "--data", data)
+    assert without.returncode == 1 and "needs --database-url" in without.stderr

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from eventgate.cli import copy, functions, inspect, up
+from eventgate.cli import database, functions, inspect, up
 from eventgate.cli.common import app
 
 __all__ = ["app", "main"]
 
-_COMMANDS = (copy, functions, inspect, up)  # imported for the commands they register on `app`
+_COMMANDS = (database, functions, inspect, up)  # imported for the commands they register on `app`
 
 
 def main() -> None:

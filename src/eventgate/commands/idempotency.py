@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from eventgate.errors import EventStoreError
+from eventgate.pgschema import ensure_schema
 from eventgate.sqlitefile import SQLiteFile, write_transaction
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "Replay",
     "SQLiteIdempotencyStore",
 ]
+
+SCHEMA_VERSION = 1
+"""The version of these tables; `eventgate_schema` records it (eventgate/pgschema.py)."""
 
 RETENTION = 24 * 3600.0
 CLAIM_TIMEOUT = 30.0
@@ -190,8 +194,7 @@ class PostgresIdempotencyStore:
         except (OSError, asyncpg.PostgresError) as e:
             raise EventStoreError(f"cannot connect to PostgreSQL: {e}") from e
         async with pool.acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock(7041774)")
-            await connection.execute(_PG_SCHEMA)
+            await ensure_schema(connection, "idempotency", SCHEMA_VERSION, _PG_SCHEMA)
         return cls(pool, **options)
 
     async def close(self) -> None:

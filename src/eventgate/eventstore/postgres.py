@@ -35,8 +35,12 @@ from eventgate.errors import ConcurrencyError, DuplicateEvent, EventStoreError
 from eventgate.eventstore.model import NewEvent, RecordedEvent, check_append, encode_json
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
+from eventgate.pgschema import ensure_schema
 
 __all__ = ["PostgresEventStore"]
+
+SCHEMA_VERSION = 1
+"""The version of these tables; `eventgate_schema` records it (eventgate/pgschema.py)."""
 
 CHANNEL = "eventgate_events"
 INDEX_BITS = 20
@@ -145,8 +149,7 @@ class PostgresEventStore:
             raise EventStoreError(f"cannot connect to PostgreSQL: {e}") from e
         try:
             async with pool.acquire() as connection, connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock(7041772)")
-                await connection.execute(SCHEMA)
+                await ensure_schema(connection, "events", SCHEMA_VERSION, SCHEMA)
         except BaseException:
             await pool.close()
             raise

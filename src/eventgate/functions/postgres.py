@@ -32,8 +32,12 @@ from eventgate.functions.state import (
     letter,
     settings_of,
 )
+from eventgate.pgschema import ensure_schema
 
 __all__ = ["PostgresFunctionStore"]
+
+SCHEMA_VERSION = 1
+"""The version of these tables; `eventgate_schema` records it (eventgate/pgschema.py)."""
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 _LEASES_LOCK = 7041775
@@ -89,8 +93,7 @@ class PostgresFunctionStore:
             raise EventStoreError(f"cannot connect to PostgreSQL: {e}") from e
         try:
             async with pool.acquire() as connection, connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", _LEASES_LOCK)
-                await connection.execute(_SCHEMA)
+                await ensure_schema(connection, "functions", SCHEMA_VERSION, _SCHEMA)
                 await connection.execute(
                     "INSERT INTO eventgate_fn_meta (key, value) VALUES ('partitions', $1)"
                     " ON CONFLICT (key) DO NOTHING",

@@ -19,6 +19,7 @@ import asyncpg
 from eventgate.errors import ProjectionError, StaleCheckpoint
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.hub.hub import Delivery
+from eventgate.pgschema import ensure_schema
 from eventgate.projections.changes import RecordChanged
 from eventgate.projections.folding import fold, replay_parked
 from eventgate.projections.parking import RETRY, ParkedStream
@@ -26,6 +27,9 @@ from eventgate.projections.projection import Projection, Row
 from eventgate.projections.protocol import KnownProjections
 
 __all__ = ["PostgresReadStore"]
+
+SCHEMA_VERSION = 1
+"""The version of these tables; `eventgate_schema` records it (eventgate/pgschema.py)."""
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 _TYPES = {str: "text", int: "bigint", bool: "boolean", float: "double precision"}
@@ -258,8 +262,7 @@ class PostgresReadStore(KnownProjections):
 
     async def _create_schema(self) -> None:
         async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock(7041773)")
-            await connection.execute(_SCHEMA)
+            await ensure_schema(connection, "read_models", SCHEMA_VERSION, _SCHEMA)
             for projection in self.projections.values():
                 for statement in _table_sql(projection):
                     await connection.execute(statement)

@@ -1,10 +1,12 @@
-"""`eventgate copy`: move a SQLite data directory's events to PostgreSQL, then rebuild there."""
+"""The PostgreSQL database: `eventgate migrate` (create or upgrade every store's schema) and
+`eventgate copy` (a SQLite data directory's events into it, read models rebuilt)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import typer
 from rich.progress import (
     BarColumn,
@@ -14,12 +16,15 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from eventgate.app import App
 from eventgate.bootstrap import open_system
 from eventgate.cli.common import (
     AppOption,
     CliError,
+    DatabaseUrl,
+    DataDir,
     app,
     chosen_app,
     err,
@@ -28,13 +33,51 @@ from eventgate.cli.common import (
     run,
     settings_for,
 )
-from eventgate.config import Settings, redact
+from eventgate.commands.idempotency import PostgresIdempotencyStore
+from eventgate.config import DEFAULT_DATA_DIR, Settings, redact
 from eventgate.eventstore.postgres import PostgresEventStore
 from eventgate.eventstore.sqlite import SQLiteEventStore
+from eventgate.pgschema import schema_versions
 
-__all__ = ["copy"]
+__all__ = ["copy", "migrate"]
 
 PAGE = 2000
+
+
+@app.command()
+def migrate(
+    data: DataDir = DEFAULT_DATA_DIR,
+    url: DatabaseUrl = None,
+    app_option: AppOption = None,
+) -> None:
+    """Create or upgrade the schema of every store (events, read models, idempotency keys,
+    function state) in the PostgreSQL database, and show each component's version. Also
+    done on start; running it again changes nothing."""
+    served = chosen_app(app_option, data=data)
+    settings = settings_for(data, url)
+    target = settings.database_url
+    if target is None:
+        fail(CliError("migrate needs --database-url (SQLite files are set up on start)"))
+    versions = run(lambda: _migrate(settings, target, served))
+    table = Table("component", "schema version")
+    for component, version in versions.items():
+        table.add_row(component, str(version))
+    out.print(table)
+    out.print(f"{redact(target)} is up to date")
+
+
+async def _migrate(settings: Settings, url: str, served: App) -> dict[str, int]:
+    system = await open_system(settings, served)  # each store ensures its schema on open
+    try:
+        idempotency = await PostgresIdempotencyStore.open(url)
+        await idempotency.close()
+        connection = await asyncpg.connect(url)
+        try:
+            return await schema_versions(connection)
+        finally:
+            await connection.close()
+    finally:
+        await system.close()
 
 
 @app.command()

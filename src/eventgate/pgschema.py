@@ -1,0 +1,54 @@
+"""Versioned schemas on PostgreSQL: each store creates or upgrades its tables under one lock.
+
+Every store records its schema's version in `eventgate_schema`. Opening a store (or
+`eventgate migrate`) creates what is absent and records the version; a database whose
+schema is newer than this eventgate knows is refused rather than written with old rules.
+A later release adds upgrade steps from each older version here.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from eventgate.errors import ConfigError
+
+__all__ = ["ensure_schema", "schema_versions"]
+
+_LOCK = 7041770
+_TABLE = """
+CREATE TABLE IF NOT EXISTS eventgate_schema (
+    component text PRIMARY KEY,
+    version   integer NOT NULL
+);
+"""
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+async def ensure_schema(connection: Connection, component: str, version: int, ddl: str) -> None:
+    """Inside the caller's transaction: create `component`'s tables (`ddl`, idempotent) and
+    record `version`, serialised with every other store's schema work by one lock."""
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+    await connection.execute(_TABLE)
+    stored = await connection.fetchval(
+        "SELECT version FROM eventgate_schema WHERE component = $1", component
+    )
+    if stored is not None and stored > version:
+        raise ConfigError(
+            f"the database's {component} schema is version {stored}, newer than the {version}"
+            " this eventgate knows: upgrade eventgate"
+        )
+    await connection.execute(ddl)
+    await connection.execute(
+        "INSERT INTO eventgate_schema (component, version) VALUES ($1, $2)"
+        " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+        component,
+        version,
+    )
+
+
+async def schema_versions(connection: Connection) -> dict[str, int]:
+    """Each component's recorded schema version."""
+    await connection.execute(_TABLE)
+    rows = await connection.fetch("SELECT component, version FROM eventgate_schema ORDER BY 1")
+    return {row["component"]: row["version"] for row in rows}
