@@ -42,7 +42,14 @@ from eventgate.queries.reader import ResourceReader
 from eventgate.resources.openapi import openapi_document
 from eventgate.resources.routes import allowed_methods, resource_routes
 
-__all__ = ["HTTPSystem", "System", "function_worker", "open_http", "open_system"]
+__all__ = [
+    "HTTPSystem",
+    "System",
+    "function_worker",
+    "open_function_store",
+    "open_http",
+    "open_system",
+]
 
 
 @dataclass
@@ -76,7 +83,7 @@ async def open_system(settings: Settings, app: App) -> System:
         await store.close()
         raise
     try:
-        functions = await _open_function_store(settings)
+        functions = await open_function_store(settings)
     except BaseException:
         await store.close()
         await read_store.close()
@@ -112,7 +119,8 @@ async def _open_read_store(settings: Settings, app: App) -> ReadStore:
     return await SQLiteReadStore.open(settings.read_store_path, app.projections)
 
 
-async def _open_function_store(settings: Settings) -> FunctionStore:
+async def open_function_store(settings: Settings) -> FunctionStore:
+    """The functions' state: in PostgreSQL with a database URL, else `functions.sqlite`."""
     if settings.database_url is not None:
         return await PostgresFunctionStore.open(settings.database_url)
     return await SQLiteFunctionStore.open(settings.functions_path)

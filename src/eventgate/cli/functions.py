@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from eventgate.app import App
-from eventgate.bootstrap import function_worker, open_system
+from eventgate.bootstrap import function_worker, open_function_store, open_system
 from eventgate.cli.common import (
     AppOption,
     CliError,
@@ -37,9 +37,7 @@ from eventgate.functions.admin import function_rows
 from eventgate.functions.api import Function
 from eventgate.functions.config import load_functions_config
 from eventgate.functions.loader import load_functions
-from eventgate.functions.postgres import PostgresFunctionStore
-from eventgate.functions.state import DeadLetterRecord, FunctionStore
-from eventgate.functions.store import SQLiteFunctionStore
+from eventgate.functions.state import DeadLetterRecord
 
 __all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
 
@@ -126,14 +124,10 @@ def functions_list(
 
 
 async def _with_store(settings: Settings, action: Any) -> Any:
-    store: FunctionStore
-    if settings.database_url is not None:
-        store = await PostgresFunctionStore.open(settings.database_url)
-    else:
-        path = settings.functions_path
-        if not path.is_file():
-            raise CliError(f"no functions have run in {settings.data_dir} (no {path.name})")
-        store = await SQLiteFunctionStore.open(path)
+    path = settings.functions_path
+    if settings.database_url is None and not path.is_file():
+        raise CliError(f"no functions have run in {settings.data_dir} (no {path.name})")
+    store = await open_function_store(settings)
     try:
         return await action(store)
     finally:

@@ -60,8 +60,7 @@ class CommandHandler:
 
     async def load(self, aggregate_type: type[Aggregate], stream_id: str) -> Aggregate:
         """The aggregate as of its latest stored event (a fresh one if it has none)."""
-        aggregate, _ = await self._load(aggregate_type, stream_id)
-        return aggregate
+        return self._replay(aggregate_type, stream_id, await self._store.read_stream(stream_id))
 
     async def execute(
         self,
@@ -141,7 +140,7 @@ class CommandHandler:
         done = _done_in(history, command, command_id) if repeatable else None
         if done is not None:
             return done
-        aggregate = aggregate_type.replay(command.id, map(self._codec.decode, history))
+        aggregate = self._replay(aggregate_type, command.id, history)
         last_position = history[-1].position if history else 0
         if command.creates and aggregate.exists:
             raise AggregateAlreadyExists(command.id)
@@ -182,10 +181,10 @@ class CommandHandler:
     async def _done_before(self, command: Command, command_id: str) -> CommandResult | None:
         return _done_in(await self._store.read_stream(command.id), command, command_id)
 
-    async def _load(self, aggregate_type: type[Aggregate], stream_id: str) -> tuple[Aggregate, int]:
-        history = await self._store.read_stream(stream_id)
-        aggregate = aggregate_type.replay(stream_id, map(self._codec.decode, history))
-        return aggregate, history[-1].position if history else 0
+    def _replay(
+        self, aggregate_type: type[Aggregate], stream_id: str, history: list[RecordedEvent]
+    ) -> Aggregate:
+        return aggregate_type.replay(stream_id, map(self._codec.decode, history))
 
 
 def _done_in(

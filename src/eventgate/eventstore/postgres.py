@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,7 +135,7 @@ class PostgresEventStore:
         self._poll_interval = poll_interval
         self._listener: asyncpg.Connection | None = None
         self._woken: set[asyncio.Event] = set()
-        self._queue: list[_Pending] = []
+        self._queue: deque[_Pending] = deque()
         self._flushers: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -188,7 +189,7 @@ class PostgresEventStore:
             batch: list[_Pending] = []
             size = 0
             while self._queue and (not batch or size + len(self._queue[0].events) <= _BATCH_EVENTS):
-                batch.append(self._queue.pop(0))
+                batch.append(self._queue.popleft())
                 size += len(batch[-1].events)
             try:
                 outcomes = await self._write(batch)

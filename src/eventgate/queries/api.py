@@ -106,7 +106,7 @@ class ResourceQueries:
             request,
             fmt,
             view.domain_model,
-            representation(row, list(view.fields)),
+            representation(row, view.fields),
             lambda _: self._cipher.seal(item_id, version, fmt),
             consistency,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ class Page:
     next: str | None
 
 
-def representation(row: Row, fields: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def representation(row: Row, fields: Sequence[str]) -> dict[str, Any]:
     """The client's view of a row: the declared fields, camelCase."""
     return {camel_case(name): row[name] for name in fields}
 
@@ -100,7 +100,7 @@ class ResourceReader:
             ", ".join(order),
             limit + 1,
         )
-        items = [representation(row, list(view.fields)) for row in rows[:limit]]
+        items = [representation(row, view.fields) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(items, _cursor([rows[limit - 1][c] for c in order]) if more else None)
 
