@@ -31,7 +31,7 @@ from eventgate.http.etags import ETagCipher, parse_etags
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.media import JSON, parse_media_type, response_type
 from eventgate.http.problems import HTTPProblem, problem_for, render_error
-from eventgate.resources.bodies import body_fields, decode_command
+from eventgate.resources.bodies import decode_command, reads_body
 from eventgate.resources.declaration import Resource
 
 __all__ = ["command_app"]
@@ -49,6 +49,7 @@ class ResourceCommands:
         self._handler = handler
         self._cipher = cipher
         self._item_url = resource.item_paths[0]
+        self._item_commands = resource.item_commands()  # method -> commands, read per request
 
     async def create(self, request: Request) -> Response:
         creating = self._resource.create
@@ -60,9 +61,9 @@ class ResourceCommands:
 
     async def item(self, request: Request) -> Response:
         """PUT, POST or DELETE on an item: the command the method and domain-model name."""
-        declared = self._resource.item_commands()[request.method]
+        declared = self._item_commands[request.method]
         raw = await request.body()
-        if request.headers.get("content-type") or body_fields_of(declared) or len(declared) > 1:
+        if request.headers.get("content-type") or reads_body(declared) or len(declared) > 1:
             kind = _command_model(request, *declared)
         else:
             kind = declared[0]
@@ -111,11 +112,6 @@ class ResourceCommands:
             "Command-Id": result.command_id,
         }
         return Response(orjson.dumps(body), 202, headers, response_type(JSON, "CommandAccepted"))
-
-
-def body_fields_of(commands: Sequence[type[Command]]) -> bool:
-    """Whether any of `commands` reads fields from the body."""
-    return any(body_fields(command) for command in commands)
 
 
 def _command_model(request: Request, *accepted: type[Command]) -> type[Command]:

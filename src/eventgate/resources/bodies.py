@@ -35,6 +35,7 @@ __all__ = [
     "decode_command",
     "integer_bounds",
     "numeric_string_pattern",
+    "reads_body",
 ]
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -63,6 +64,11 @@ def body_fields(command: type[Command]) -> tuple[str, ...]:
             f.name for f in dataclasses.fields(command) if f.name != "id"
         )
     return found
+
+
+def reads_body(commands: Sequence[type[Command]]) -> bool:
+    """Whether any of `commands` takes fields from the body."""
+    return any(body_fields(command) for command in commands)
 
 
 def _hints(kind: type) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from eventgate.resources.bodies import (
     MAX_SAFE_INTEGER,
     MAX_TEXT,
     XML_TEXT_PATTERN,
-    body_fields,
     numeric_string_pattern,
+    reads_body,
 )
 from eventgate.resources.declaration import ListView, Resource
 
@@ -189,14 +189,10 @@ def _item(resource: Resource) -> dict[str, Any]:
                 "412": _problem("If-Match names no current version"),
             },
         }
-        if any(_has_body(c) for c in commands):
+        if reads_body(commands):
             operation["requestBody"] = _body(commands)
         operations[method.lower()] = operation
     return operations
-
-
-def _has_body(command: type[Command]) -> bool:
-    return bool(body_fields(command))
 
 
 def _body(commands: Sequence[type[Command]]) -> dict[str, Any]:
