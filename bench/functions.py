@@ -145,7 +145,7 @@ async def run(quick: bool) -> dict[str, object]:
     count = 5_000 if quick else 30_000
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        (directory / "bench.toml").write_text("reference_functions = false\n")
+        (directory / "bench.toml").write_text("app_functions = false\n")
         say(f"no-op function, 1 worker process, {count:,} events ...")
         one = await workers_eps(directory, 1, count)
         say(f"no-op function, 2 worker processes, {count:,} events ...")

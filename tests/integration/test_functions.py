@@ -8,6 +8,7 @@ import contextlib
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from eventgate.errors import ConfigError, DeadLetterNotFound
 from eventgate.eventstore.model import NewEvent
 from eventgate.examples.inventory.domain import CreateInventoryItem
 from eventgate.functions import Context, DeadLetter, Function, FunctionEvent, Retry, function
+from eventgate.functions.config import load_functions_config
 from eventgate.functions.loader import load_functions
 from eventgate.functions.runner import FunctionRunner
 from eventgate.functions.worker import FunctionWorker
@@ -337,3 +339,12 @@ async def test_stopping_a_worker_mid_rebalance_is_not_swallowed() -> None:
     stopping.cancel()
     with pytest.raises(asyncio.CancelledError):
         await stopping
+
+
+def test_the_functions_config_keys_are_checked(tmp_path: Path) -> None:
+    config = tmp_path / "eventgate.toml"
+    config.write_text("app_functions = false\n")
+    assert load_functions_config(config).app_functions is False
+    config.write_text("reference_functions = false\n")  # its old name: refused, not ignored
+    with pytest.raises(ConfigError, match="now app_functions"):
+        load_functions_config(config)

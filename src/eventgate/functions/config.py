@@ -38,6 +38,8 @@ def load_functions_config(path: Path | None) -> FunctionsConfig:
     settings = document.get("function_settings", {})
     if not isinstance(settings, dict):
         raise ConfigError("function_settings must be a table")
+    if "reference_functions" in document:
+        raise ConfigError("reference_functions is now app_functions (the app's own functions)")
     own = document.get("app_functions", True)
     if not isinstance(own, bool):
         raise ConfigError("app_functions must be true or false")
