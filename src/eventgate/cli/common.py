@@ -23,6 +23,7 @@ __all__ = [
     "DatabaseUrl",
     "app",
     "chosen_app",
+    "chosen_reference",
     "err",
     "fail",
     "open_existing",
@@ -84,11 +85,22 @@ def setup_logging() -> None:
     )
 
 
-def chosen_app(option: str | None, config: Path | None = None, data: Path | None = None) -> App:
-    """The app `--app`, the config file, the data directory's record or the default names,
-    loaded; or one line and exit 1."""
+def chosen_reference(
+    option: str | None, config: Path | None = None, data: Path | None = None
+) -> str:
+    """The `module:attr` that `--app`, the config file, the data directory's record or the
+    default names; or one line and exit 1."""
     try:
-        return load_app(app_reference(option, config, data))
+        return app_reference(option, config, data)
+    except EventgateError as e:
+        fail(e)
+
+
+def chosen_app(option: str | None, config: Path | None = None, data: Path | None = None) -> App:
+    """The app `chosen_reference` names, loaded; or one line and exit 1."""
+    reference = chosen_reference(option, config, data)
+    try:
+        return load_app(reference)
     except EventgateError as e:
         fail(e)
 

@@ -23,13 +23,14 @@ from eventgate.cli.common import (
     DataDir,
     app,
     chosen_app,
+    chosen_reference,
     out,
     run,
     settings_for,
     setup_logging,
 )
 from eventgate.cli.functions import ChosenFunctions, FunctionModules, chosen_functions
-from eventgate.config import DEFAULT_DATA_DIR, Settings, app_reference
+from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.gateway.config import GatewayConfig, load_config
 
 __all__ = ["up"]
@@ -62,10 +63,10 @@ def up(
     the inventory example). Functions:
     the app's own and any `--functions` module. Runs until SIGINT/SIGTERM."""
     setup_logging()
-    served = chosen_app(app_option, config, data)
+    record = chosen_reference(app_option, config, data)
+    served = chosen_app(record)
     chosen = None if no_functions else chosen_functions(served, config, functions)
     settings = settings_for(data, url, config)
-    record = app_reference(app_option, config, data)
     run(lambda: _up(settings, served, record, load_config(config), host, port, insecure, chosen))
 
 
