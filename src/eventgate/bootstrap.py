@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from eventgate.app import App
 from eventgate.commands.api import command_app
 from eventgate.commands.handler import CommandHandler
@@ -28,14 +30,23 @@ from eventgate.functions.store import SQLiteFunctionStore
 from eventgate.functions.worker import FunctionWorker
 from eventgate.gateway.app import Gateway
 from eventgate.gateway.config import GatewayConfig
+from eventgate.gateway.internal import InternalOnly
 from eventgate.gateway.routes import RouteTable
-from eventgate.http.etags import ETagCipher, load_or_create_key
+from eventgate.http.etags import KEY_BYTES, ETagCipher, load_or_create_key
 from eventgate.hub.hub import EventHub
+from eventgate.pgschema import shared_key
+from eventgate.processes.membership import Membership
+from eventgate.processes.registry import (
+    PostgresProcessRegistry,
+    ProcessRegistry,
+    SQLiteProcessRegistry,
+)
 from eventgate.projections.changes import ChangeFeed
 from eventgate.projections.postgres import PostgresReadStore
 from eventgate.projections.protocol import ReadStore
 from eventgate.projections.readstore import SQLiteReadStore
 from eventgate.projections.service import UpsertService
+from eventgate.projections.watcher import ReadModelWatcher
 from eventgate.queries.api import query_app
 from eventgate.queries.cache import ViewCache
 from eventgate.queries.reader import ResourceReader
@@ -45,10 +56,19 @@ from eventgate.resources.routes import allowed_methods, resource_routes
 __all__ = [
     "HTTPSystem",
     "System",
+    "command_service",
     "function_worker",
+    "gateway",
+    "open_cipher",
     "open_function_store",
     "open_http",
+    "open_idempotency",
+    "open_registry",
     "open_system",
+    "query_service",
+    "read_model_watcher",
+    "route_table",
+    "service_guard",
 ]
 
 
@@ -72,9 +92,10 @@ class System:
         await self.read_store.close()
 
 
-async def open_system(settings: Settings, app: App) -> System:
+async def open_system(settings: Settings, app: App, membership: Membership | None = None) -> System:
     """Open the stores (PostgreSQL for events and read models when `settings.database_url`
-    says so, else SQLite files under `settings.data_dir`) and wire the components of `app`."""
+    says so, else SQLite files under `settings.data_dir`) and wire the components of `app`.
+    With a `membership`, projections run only while this process holds their leases."""
     settings.ensure_data_dir()
     store = await _open_event_store(settings, app)
     try:
@@ -97,7 +118,13 @@ async def open_system(settings: Settings, app: App) -> System:
         read_store=read_store,
         hub=hub,
         feed=feed,
-        upsert=UpsertService(hub, read_store, feed, batch_size=settings.projection_batch_size),
+        upsert=UpsertService(
+            hub,
+            read_store,
+            feed,
+            batch_size=settings.projection_batch_size,
+            membership=membership,
+        ),
         commands=CommandHandler(store, EventCodec(app.events), app.commands),
         functions=functions,
     )
@@ -126,7 +153,15 @@ async def open_function_store(settings: Settings) -> FunctionStore:
     return await SQLiteFunctionStore.open(settings.functions_path)
 
 
-async def _open_idempotency(settings: Settings) -> IdempotencyStore:
+async def open_registry(settings: Settings) -> ProcessRegistry:
+    """Where the processes of this deployment register: PostgreSQL, else `processes.sqlite`."""
+    if settings.database_url is not None:
+        return await PostgresProcessRegistry.open(settings.database_url)
+    settings.ensure_data_dir()
+    return await SQLiteProcessRegistry.open(settings.data_dir / "processes.sqlite")
+
+
+async def open_idempotency(settings: Settings) -> IdempotencyStore:
     if settings.database_url is not None:
         return await PostgresIdempotencyStore.open(settings.database_url)
     return await SQLiteIdempotencyStore.open(settings.data_dir / "idempotency.sqlite")
@@ -149,6 +184,66 @@ def function_worker(
     return FunctionWorker(functions, services, **options)
 
 
+def service_guard(app: ASGIApp, token: str | None) -> ASGIApp:
+    """`app` answering only requests that carry the gateway's internal token (if one is set)."""
+    return app if token is None else InternalOnly(app, token)
+
+
+async def open_cipher(settings: Settings, config: GatewayConfig) -> ETagCipher:
+    """The ETag key every command and query service of one deployment shares: the config's,
+    else the database's (created once), else the data directory's `etag.key`."""
+    if config.etag_key_hex:
+        return ETagCipher(bytes.fromhex(config.etag_key_hex))
+    if settings.database_url is not None:
+        return ETagCipher(await shared_key(settings.database_url, "etag", KEY_BYTES))
+    return ETagCipher(load_or_create_key(settings.data_dir / "etag.key"))
+
+
+def command_service(system: System, cipher: ETagCipher, idempotency: IdempotencyStore) -> ASGIApp:
+    """The command API of `system`'s app, with the admin API under /admin."""
+    commands = command_app(system.app.resources, system.commands, cipher, idempotency)
+    admin = admin_app(system.functions, system.store)
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        chosen = admin if scope.get("path", "").startswith("/admin/") else commands
+        await chosen(scope, receive, send)
+
+    return serve
+
+
+def query_service(system: System, cipher: ETagCipher, config: GatewayConfig) -> ASGIApp:
+    """The query API of `system`'s app, answering through a cache the change feed empties."""
+    resources = system.app.resources
+    views = {view.projection.name for r in resources for view in (r.item, r.list) if view}
+    reader = ResourceReader(system.read_store, ViewCache(system.feed, views))
+    return query_app(
+        resources,
+        reader,
+        system.feed,
+        cipher,
+        allow=allowed_methods(resources, route_table(system.app)),
+        consistency_wait=config.consistency_wait,
+    )
+
+
+def read_model_watcher(system: System) -> ReadModelWatcher:
+    """What brings read-model changes made by other processes onto `system.feed`."""
+    return ReadModelWatcher(
+        system.read_store, system.feed, database_url=system.settings.database_url
+    )
+
+
+def route_table(app: App) -> RouteTable:
+    """The gateway's routes of `app`: its resources (commands, queries) and the admin API."""
+    return RouteTable([*resource_routes(app.resources), *admin_routes()])
+
+
+def gateway(app: App, config: GatewayConfig, upstreams: Mapping[str, ASGIApp]) -> Gateway:
+    """The gateway of `app` in front of `upstreams` (in-process apps or RemoteUpstreams)."""
+    document = openapi_document(app.name, app.resources, secured=config.auth_enabled)
+    return Gateway(route_table(app), upstreams, config, document)
+
+
 @dataclass
 class HTTPSystem:
     """The gateway in front of the command and query apps of one open `System`."""
@@ -156,42 +251,30 @@ class HTTPSystem:
     system: System
     gateway: Gateway
     idempotency: IdempotencyStore
+    watcher: ReadModelWatcher
 
     async def close(self) -> None:
         await self.idempotency.close()
         await self.system.close()
 
 
-async def open_http(settings: Settings, config: GatewayConfig, app: App) -> HTTPSystem:
-    """Open the system of `app` and wire its three ASGI apps behind the gateway."""
-    system = await open_system(settings, app)
+async def open_http(
+    settings: Settings, config: GatewayConfig, app: App, membership: Membership | None = None
+) -> HTTPSystem:
+    """Open the system of `app` and wire its command and query apps behind the gateway."""
+    system = await open_system(settings, app, membership)
     try:
-        key = (
-            bytes.fromhex(config.etag_key_hex)
-            if config.etag_key_hex
-            else load_or_create_key(settings.data_dir / "etag.key")
-        )
-        cipher = ETagCipher(key)
-        idempotency = await _open_idempotency(settings)
+        cipher = await open_cipher(settings, config)
+        idempotency = await open_idempotency(settings)
     except BaseException:
         await system.close()
         raise
-    resources = app.resources
-    table = RouteTable([*resource_routes(resources), *admin_routes()])
-    views = {view.projection.name for r in resources for view in (r.item, r.list) if view}
-    reader = ResourceReader(system.read_store, ViewCache(system.feed, views))
+    commands = command_service(system, cipher, idempotency)
     upstreams = {
-        "commands": command_app(resources, system.commands, cipher, idempotency),
-        "queries": query_app(
-            resources,
-            reader,
-            system.feed,
-            cipher,
-            allow=allowed_methods(resources, table),
-            consistency_wait=config.consistency_wait,
-        ),
-        "admin": admin_app(system.functions, system.store),
+        "commands": commands,
+        "queries": query_service(system, cipher, config),
+        "admin": commands,
     }
-    document = openapi_document(app.name, resources, secured=config.auth_enabled)
-    gateway = Gateway(table, upstreams, config, document)
-    return HTTPSystem(system, gateway, idempotency)
+    return HTTPSystem(
+        system, gateway(app, config, upstreams), idempotency, read_model_watcher(system)
+    )

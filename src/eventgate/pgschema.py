@@ -8,11 +8,13 @@ A later release adds upgrade steps from each older version here.
 
 from __future__ import annotations
 
+import secrets
+
 import asyncpg
 
 from eventgate.errors import ConfigError
 
-__all__ = ["ensure_schema", "schema_versions"]
+__all__ = ["ensure_schema", "schema_versions", "shared_key"]
 
 _LOCK = 7041770
 _TABLE = """
@@ -52,3 +54,35 @@ async def schema_versions(connection: Connection) -> dict[str, int]:
     await connection.execute(_TABLE)
     rows = await connection.fetch("SELECT component, version FROM eventgate_schema ORDER BY 1")
     return {row["component"]: row["version"] for row in rows}
+
+
+_KEYS = """
+CREATE TABLE IF NOT EXISTS eventgate_keys (
+    name  text PRIMARY KEY,
+    value bytea NOT NULL
+);
+"""
+
+
+async def shared_key(dsn: str, name: str, size: int) -> bytes:
+    """The secret `name` that every process on this database shares, made once (random)."""
+    try:
+        connection = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise ConfigError(f"cannot connect to PostgreSQL: {e}") from e
+    try:
+        async with connection.transaction():
+            await ensure_schema(connection, "keys", 1, _KEYS)
+            await connection.execute(
+                "INSERT INTO eventgate_keys (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                name,
+                secrets.token_bytes(size),
+            )
+            key: bytes = await connection.fetchval(
+                "SELECT value FROM eventgate_keys WHERE name = $1", name
+            )
+    finally:
+        await connection.close()
+    if len(key) != size:
+        raise ConfigError(f"the database's {name} key is not {size} bytes")
+    return key

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from eventgate.cli import database, functions, inspect, up
+from eventgate.cli import database, functions, inspect, serve, status, up
 from eventgate.cli.common import app
 
 __all__ = ["app", "main"]
 
-_COMMANDS = (database, functions, inspect, up)  # imported for the commands they register on `app`
+# imported for the commands they register on `app`
+_COMMANDS = (database, functions, inspect, serve, status, up)
 
 
 def main() -> None:

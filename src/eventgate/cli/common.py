@@ -22,6 +22,7 @@ __all__ = [
     "DataDir",
     "DatabaseUrl",
     "app",
+    "checked",
     "chosen_app",
     "chosen_reference",
     "err",
@@ -29,6 +30,7 @@ __all__ = [
     "open_existing",
     "out",
     "run",
+    "serve_app",
     "settings_for",
     "setup_logging",
 ]
@@ -41,6 +43,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+serve_app = typer.Typer(help="Run one part of eventgate on its own.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -69,6 +74,14 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `main` on uvloop; eventgate's own errors become one line and exit code 1."""
     try:
         return uvloop.run(main())
+    except (EventgateError, CliError) as e:
+        fail(e)
+
+
+def checked(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)`; eventgate's own errors become one line and exit code 1."""
+    try:
+        return function(*args)
     except (EventgateError, CliError) as e:
         fail(e)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ import typer
 from rich.table import Table
 
 from eventgate.app import App
-from eventgate.bootstrap import function_worker, open_function_store, open_system
+from eventgate.bootstrap import function_worker, open_function_store, open_registry, open_system
 from eventgate.cli.common import (
     AppOption,
     CliError,
@@ -28,9 +26,11 @@ from eventgate.cli.common import (
     open_existing,
     out,
     run,
+    serve_app,
     settings_for,
     setup_logging,
 )
+from eventgate.cli.serving import run_until_stopped, supervise
 from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.errors import EventgateError
 from eventgate.functions.admin import function_rows
@@ -38,15 +38,14 @@ from eventgate.functions.api import Function
 from eventgate.functions.config import load_functions_config
 from eventgate.functions.loader import load_functions
 from eventgate.functions.state import DeadLetterRecord
+from eventgate.processes.membership import Membership
 
 __all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
 
 functions_app = typer.Typer(help="Inspect the functions.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect, replay and discard dead letters.", no_args_is_help=True)
-serve_app = typer.Typer(help="Run one part of eventgate on its own.", no_args_is_help=True)
 app.add_typer(functions_app, name="functions")
 app.add_typer(dlq_app, name="dlq")
-app.add_typer(serve_app, name="serve")
 
 FunctionModules = Annotated[
     list[str] | None,
@@ -239,51 +238,19 @@ def serve_functions(
     argv += ["--database-url", url] if url else []
     argv += [arg for module in functions or [] for arg in ("--functions", module)]
     argv += ["--config", str(config)] if config is not None else []
-    run(lambda: _supervise(argv, workers))
+    run(lambda: supervise(argv, workers, "functions", None))
 
 
 async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -> None:
+    registry = await open_registry(settings)
     system = await open_system(settings, served)
     worker = function_worker(system, chosen.functions, chosen.settings)
-    task = asyncio.create_task(worker.run())
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
+    membership = Membership(registry, ["functions"])
     names = ", ".join(f.name for f in chosen.functions)
     out.print(f"eventgate functions worker {worker.id}: running {names}")
     try:
-        await task
-    except asyncio.CancelledError:
-        pass
+        await run_until_stopped(worker.run, [membership.run()])
     finally:
         await system.close()
+        await registry.close()
         out.print(f"eventgate functions worker {worker.id} stopped cleanly")
-
-
-async def _supervise(argv: list[str], workers: int) -> None:
-    """Keep `workers` child processes running until SIGINT/SIGTERM, then stop them all."""
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    command = [sys.executable, "-m", "eventgate.cli", *argv]
-    await asyncio.gather(*(_keep_running(command, n, stopping) for n in range(workers)))
-    out.print("eventgate functions stopped cleanly")
-
-
-async def _keep_running(command: list[str], n: int, stopping: asyncio.Event) -> None:
-    while not stopping.is_set():
-        child = await asyncio.create_subprocess_exec(*command)
-        waiting = asyncio.create_task(child.wait())
-        stop = asyncio.create_task(stopping.wait())
-        await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if stopping.is_set():
-            if child.returncode is None:
-                child.terminate()
-            await waiting
-            return
-        stop.cancel()
-        err.print(
-            f"functions worker {n} (pid {child.pid}) exited with {child.returncode}; restarting"
-        )
-        await asyncio.sleep(1.0)

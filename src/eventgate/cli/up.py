@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ipaddress
-import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from eventgate.app import App
-from eventgate.bootstrap import function_worker, open_http
+from eventgate.bootstrap import function_worker, open_http, open_registry
 from eventgate.cli.common import (
     AppOption,
-    CliError,
     DatabaseUrl,
     DataDir,
     app,
+    checked,
     chosen_app,
     chosen_reference,
     out,
@@ -30,8 +24,10 @@ from eventgate.cli.common import (
     setup_logging,
 )
 from eventgate.cli.functions import ChosenFunctions, FunctionModules, chosen_functions
+from eventgate.cli.serving import address, bind, check_exposure, serve_http
 from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.gateway.config import GatewayConfig, load_config
+from eventgate.processes.membership import Membership
 
 __all__ = ["up"]
 
@@ -56,6 +52,13 @@ def up(
             "--no-functions", help="Run no functions here (`eventgate serve functions` does)."
         ),
     ] = False,
+    no_projections: Annotated[
+        bool,
+        typer.Option(
+            "--no-projections",
+            help="Run no projections here (`eventgate serve projections` does).",
+        ),
+    ] = False,
 ) -> None:
     """Run the gateway, the command and query APIs, the upsert service and the functions.
 
@@ -67,15 +70,17 @@ def up(
     served = chosen_app(record)
     chosen = None if no_functions else chosen_functions(served, config, functions)
     settings = settings_for(data, url, config)
-    run(lambda: _up(settings, served, record, load_config(config), host, port, insecure, chosen))
+    gateway_config = checked(load_config, config)
+    roles = ["gateway", "commands", "queries"]
+    roles += [] if no_projections else ["projections"]
+    roles += [] if chosen is None else ["functions"]
 
+    async def main() -> None:
+        exposed = gateway_config.auth_enabled
+        check_exposure(host, exposed, insecure, "no API keys ([[gateway.consumers]])")
+        await _up(settings, served, record, gateway_config, bind(host, port), roles, chosen)
 
-class _Server(uvicorn.Server):
-    """uvicorn, minus its own signal handling: `up` drains and closes the stores itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    run(main)
 
 
 async def _up(
@@ -83,67 +88,31 @@ async def _up(
     served: App,
     reference: str,
     config: GatewayConfig,
-    host: str,
-    port: int,
-    insecure: bool,
+    sock: socket.socket,
+    roles: list[str],
     functions: ChosenFunctions | None,
 ) -> None:
-    if not config.auth_enabled and not _is_loopback(host) and not insecure:
-        raise CliError(
-            f"refusing to listen on {host} with no API keys: configure [[gateway.consumers]]"
-            " or pass --insecure"
-        )
-    sock = _bind(host, port)
-    http = await open_http(settings, config, served)
+    registry = await open_registry(settings)
+    membership = Membership(registry, roles, address(sock))
+    try:
+        http = await open_http(settings, config, served, membership)
+    except BaseException:
+        await registry.close()
+        raise
     settings.app_record.write_text(reference + "\n", encoding="utf-8")
-    server = _Server(
-        uvicorn.Config(
-            http.gateway,
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=10,
-        )
-    )
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
-    tasks = [asyncio.create_task(http.system.upsert.run(), name="upsert-service")]
+    tasks = [membership.run(), http.watcher.run()]
+    if "projections" in roles:
+        tasks.append(http.system.upsert.run())
     if functions is not None:
         worker = function_worker(http.system, functions.functions, functions.settings)
-        tasks.append(asyncio.create_task(worker.run(), name="functions"))
-    bound_host, bound_port = sock.getsockname()[:2]
+        tasks.append(worker.run())
     out.print(
-        f"eventgate up: gateway on http://{bound_host}:{bound_port}"
+        f"eventgate up: gateway on {address(sock)}"
         f" (app {served.name}, data in {settings.database_shown})"
     )
     try:
-        await server.serve(sockets=[sock])
+        await serve_http(http.gateway, sock, tasks)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await http.close()
+        await registry.close()
         out.print("eventgate stopped cleanly")
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise CliError(f"cannot listen on {host}:{port}: {e.strerror}") from e
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock

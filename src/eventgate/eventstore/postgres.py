@@ -307,6 +307,16 @@ class PostgresEventStore:
             )
         return int(head)
 
+    async def count_after(self, after: int) -> int:
+        self._check_open()
+        async with self._pool.acquire() as connection:
+            count = await connection.fetchval(
+                "SELECT COUNT(*) FROM eventgate_events WHERE position > $1"
+                f" AND position < {_VISIBLE}",
+                after,
+            )
+        return int(count)
+
     async def subscribe(
         self, after: int = 0, batch_size: int = 500
     ) -> AsyncIterator[list[RecordedEvent]]:

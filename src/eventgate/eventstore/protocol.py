@@ -49,6 +49,11 @@ class EventStore(Protocol):
         """The highest visible position (0 for an empty store)."""
         ...
 
+    async def count_after(self, after: int) -> int:
+        """How many visible events lie after position `after`: the lag of a checkpoint there
+        (positions need not be consecutive, so it is counted, not subtracted)."""
+        ...
+
     def subscribe(
         self, after: int = 0, batch_size: int = 500
     ) -> AsyncIterator[list[RecordedEvent]]:

@@ -241,6 +241,10 @@ class SQLiteEventStore:
         self._check_open()
         return await self._file.on_reader(self._head)
 
+    async def count_after(self, after: int) -> int:
+        self._check_open()
+        return await self._file.on_reader(self._count_after, after)
+
     async def subscribe(
         self, after: int = 0, batch_size: int = 500
     ) -> AsyncIterator[list[RecordedEvent]]:
@@ -263,6 +267,11 @@ class SQLiteEventStore:
         row = self._file.connection().execute("SELECT COALESCE(MAX(position), 0) FROM events")
         head: int = row.fetchone()[0]
         return head
+
+    def _count_after(self, after: int) -> int:
+        sql = "SELECT COUNT(*) FROM events WHERE position > ?"
+        count: int = self._file.connection().execute(sql, (after,)).fetchone()[0]
+        return count
 
     def _decode(self, row: tuple[Any, ...]) -> RecordedEvent:
         position, event_id, stream_id, version, type_name, schema, time, data, metadata = row

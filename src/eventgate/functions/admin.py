@@ -42,13 +42,12 @@ def admin_routes(upstream: str = "admin") -> list[GatewayRoute]:
 
 async def function_rows(functions: FunctionStore, store: EventStore) -> list[dict[str, Any]]:
     """Each registered function with its checkpoint, lag behind the log and failure counts."""
-    head = await store.head()
     return [
         {
             "name": f.name,
             "triggers": f.triggers,
             "checkpoint": f.checkpoint,
-            "lag": head - f.checkpoint,
+            "lag": await store.count_after(f.checkpoint),
             "invocations": f.invocations,
             "failures": f.failures,
             "dead_letters": f.dead_letters,

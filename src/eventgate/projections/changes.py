@@ -6,7 +6,10 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["ChangeFeed", "RecordChanged"]
+__all__ = ["ALL_ROWS", "ChangeFeed", "RecordChanged"]
+
+ALL_ROWS = "*"
+"""The id of a change that touches every row of a view (a reset, a rebuild, a missed notice)."""
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,23 @@ folded rows, the parked events and the new checkpoint. So two processes running 
 projection can never both apply a batch (the second waits for the lock, then sees the
 checkpoint moved: StaleCheckpoint), and a crash loses or doubles nothing. Folding and
 parking decisions are projections/folding.py's, shared with SQLite.
+
+Every transaction that changes a read model also sends a notification on `CHANNEL`
+(`pg_notify`, delivered when it commits and only if it does): the view, the position it
+reached, the changed keys (or none: every row) and whether its parked streams changed.
+Query services in other processes follow it (projections/watcher.py) to empty their caches,
+learn the parked streams and wake their consistency waits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from eventgate.errors import ProjectionError, StaleCheckpoint
 from eventgate.eventstore.model import RecordedEvent
@@ -26,7 +34,12 @@ from eventgate.projections.parking import RETRY, ParkedStream
 from eventgate.projections.projection import Projection, Row
 from eventgate.projections.protocol import KnownProjections
 
-__all__ = ["PostgresReadStore"]
+__all__ = ["CHANNEL", "PostgresReadStore", "ReadModelNotice"]
+
+CHANNEL = "eventgate_read_models"
+_MAX_NOTICE = 7000
+"""Bytes of keys a notification carries at most (PostgreSQL's limit is 8000); past it,
+the notification says every row changed."""
 
 SCHEMA_VERSION = 1
 """The version of these tables; `eventgate_schema` records it (eventgate/pgschema.py)."""
@@ -51,6 +64,32 @@ CREATE TABLE IF NOT EXISTS eventgate_projection_parked (
 CREATE INDEX IF NOT EXISTS eventgate_projection_parked__stream
     ON eventgate_projection_parked (projection, stream_id, position);
 """
+
+
+@dataclass(frozen=True)
+class ReadModelNotice:
+    """What one committed read-model transaction changed, as its notification says."""
+
+    view: str
+    position: int
+    keys: list[str] | None  # None: any row may have changed
+    parked: bool  # the view's parked streams changed
+
+    def payload(self) -> str:
+        keys = self.keys
+        if keys is not None and sum(len(k) + 3 for k in keys) > _MAX_NOTICE:
+            keys = None
+        body = {"view": self.view, "position": self.position, "keys": keys, "parked": self.parked}
+        return orjson.dumps(body).decode()
+
+    @classmethod
+    def parse(cls, payload: str) -> ReadModelNotice:
+        body = orjson.loads(payload)
+        return cls(body["view"], body["position"], body["keys"], body["parked"])
+
+
+async def _notify(connection: Connection, notice: ReadModelNotice) -> None:
+    await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, notice.payload())
 
 
 def _table(projection: Projection) -> str:
@@ -133,6 +172,11 @@ class PostgresReadStore(KnownProjections):
                 projection.name,
                 delivery.position,
             )
+            changed = list(folded.changed)
+            notice = ReadModelNotice(
+                projection.name, delivery.position, changed, bool(folded.parked)
+            )
+            await _notify(connection, notice)
         self._parked[projection.name] = parked
         return [
             RecordChanged(projection.name, key, row["_position"])
@@ -153,6 +197,7 @@ class PostgresReadStore(KnownProjections):
             await connection.execute(
                 "DELETE FROM eventgate_projection_parked WHERE projection = $1", projection.name
             )
+            await _notify(connection, ReadModelNotice(projection.name, 0, None, True))
         self._parked[projection.name] = set()
 
     async def _upsert(
@@ -192,7 +237,7 @@ class PostgresReadStore(KnownProjections):
         """Re-apply a parked stream's events in order (see SQLiteReadStore.retry)."""
         by_position = {event.position: event for event in events}
         async with self._pool.acquire() as connection, connection.transaction():
-            await _locked_checkpoint(connection, projection.name)
+            checkpoint = await _locked_checkpoint(connection, projection.name)
             positions = await _parked_positions(connection, projection.name, stream_id)
             current = await self._get(connection, projection, stream_id)
             replayed = replay_parked(projection, current, positions, by_position, skip)
@@ -212,6 +257,8 @@ class PostgresReadStore(KnownProjections):
             left = await _parked_positions(connection, projection.name, stream_id)
             if left and replayed.failed is None:
                 await _request(connection, projection.name, stream_id, RETRY)
+            notice = ReadModelNotice(projection.name, checkpoint, [stream_id], True)
+            await _notify(connection, notice)
         if not left:
             self._parked[projection.name].discard(stream_id)
         row = replayed.row

@@ -6,13 +6,17 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from eventgate.errors import StaleCheckpoint
 from eventgate.hub.hub import EventHub
-from eventgate.projections.changes import ChangeFeed, RecordChanged
+from eventgate.projections.changes import ALL_ROWS, ChangeFeed, RecordChanged
 from eventgate.projections.parking import SKIP, ParkedStream
 from eventgate.projections.projection import Projection
 from eventgate.projections.protocol import ReadStore
+
+if TYPE_CHECKING:
+    from eventgate.processes.membership import Membership
 
 __all__ = ["ProjectionStatus", "UpsertService"]
 
@@ -31,11 +35,9 @@ class ProjectionStatus:
     name: str
     checkpoint: int
     head: int
+    lag: int
+    """Events after the checkpoint."""
     parked: list[ParkedStream] = field(default_factory=list)
-
-    @property
-    def lag(self) -> int:
-        return max(self.head - self.checkpoint, 0)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -48,7 +50,13 @@ class ProjectionStatus:
 
 
 class UpsertService:
-    """Runs each projection as a hub subscriber whose checkpoint lives in the read store."""
+    """Runs each projection as a hub subscriber whose checkpoint lives in the read store.
+
+    With a `membership`, a projection runs here only while this process holds its lease
+    (one per projection, shared fairly among the processes running projections); the
+    read store's checkpoint compare-and-set is the fence, so even a holder whose lease
+    lapsed unseen can never apply an event another holder has applied.
+    """
 
     def __init__(
         self,
@@ -57,11 +65,15 @@ class UpsertService:
         feed: ChangeFeed,
         *,
         batch_size: int = 500,
+        membership: Membership | None = None,
     ) -> None:
         self._hub = hub
         self._read_store = read_store
         self._feed = feed
         self._batch_size = batch_size
+        self._membership = membership
+        self.held: frozenset[str] = frozenset(read_store.projections)
+        """The projections this process runs now (all of them without a membership)."""
 
     @property
     def projections(self) -> Iterable[Projection]:
@@ -70,9 +82,50 @@ class UpsertService:
     async def run(self) -> None:
         """Follow the log with every projection until cancelled."""
         async with asyncio.TaskGroup() as group:
-            for projection in self.projections:
-                group.create_task(self._keep_running(projection), name=projection.name)
+            if self._membership is None:
+                for projection in self.projections:
+                    group.create_task(self._keep_running(projection), name=projection.name)
+            else:
+                self.held = frozenset()
+                group.create_task(self._lead(self._membership), name="projection-leases")
             group.create_task(self._serve_requests(), name="parked-stream-requests")
+
+    async def _lead(self, membership: Membership) -> None:
+        """Claim and renew leases every heartbeat; run what is held, stop what is not.
+        Past the lease's time-to-live without a renewal, stop everything: another process
+        may have taken over."""
+        registry, names = membership.registry, sorted(self._read_store.projections)
+        running: dict[str, asyncio.Task[None]] = {}
+        renewed = asyncio.get_running_loop().time()
+        try:
+            await membership.joined.wait()
+            while True:
+                now = asyncio.get_running_loop().time()
+                try:
+                    claim = await registry.claim(
+                        membership.id, names, "projections", membership.ttl
+                    )
+                    renewed = now
+                    keep = frozenset(sorted(claim.held)[: claim.fair_share])
+                except Exception as e:
+                    _log.warning("cannot renew projection leases (%s)", e)
+                    claim, keep = None, self.held if now - renewed < membership.ttl else frozenset()
+                stopped = [running.pop(name) for name in sorted(set(running) - keep)]
+                for task in stopped:
+                    task.cancel()
+                await asyncio.gather(*stopped, return_exceptions=True)
+                for name in sorted(keep - set(running)):
+                    projection = self._read_store.projections[name]
+                    running[name] = asyncio.create_task(self._keep_running(projection))
+                    _log.info("projection %s: lease held by %s", name, membership.id)
+                self.held = keep
+                if claim is not None and claim.held - keep:
+                    await registry.release(membership.id, claim.held - keep)
+                await asyncio.sleep(membership.heartbeat)
+        finally:
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
 
     async def follow(
         self, projection: Projection, *, until: int | None = None, progress: Progress | None = None
@@ -102,7 +155,7 @@ class UpsertService:
                 # from it in this process is suspect, so announce a change to every row.
                 _log.info("%s; resuming from the stored checkpoint", e)
                 await self._read_store.reload_parked(projection.name)
-                everything = RecordChanged(projection.name, "*", checkpoint)
+                everything = RecordChanged(projection.name, ALL_ROWS, checkpoint)
                 await self._feed.publish(projection.name, checkpoint, [everything])
 
     async def rebuild(self, projection: Projection, progress: Progress | None = None) -> int:
@@ -119,11 +172,13 @@ class UpsertService:
         return [
             ProjectionStatus(
                 p.name,
-                await self._read_store.load_checkpoint(p.name),
+                checkpoint,
                 head,
+                await self._hub.store.count_after(checkpoint),
                 [stream for stream in parked if stream.projection == p.name],
             )
             for p in self.projections
+            for checkpoint in [await self._read_store.load_checkpoint(p.name)]
         ]
 
     async def handle_requests(self) -> int:
@@ -131,8 +186,8 @@ class UpsertService:
         handled = 0
         for wanted in await self._read_store.requested():
             projection = self._read_store.projections.get(wanted.projection)
-            if projection is None:
-                continue  # a read model this app no longer has
+            if projection is None or projection.name not in self.held:
+                continue  # a read model this app no longer has, or another process runs
             events = await self._hub.store.read_stream(wanted.stream_id)
             skip = wanted.request == SKIP
             changes = await self._read_store.retry(projection, wanted.stream_id, events, skip)

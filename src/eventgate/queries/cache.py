@@ -1,9 +1,10 @@
 """A read-through cache of query results, emptied by the upsert service's change feed.
 
-Correct only where every change to the read store is announced on this process's
-`ChangeFeed`, which holds when the upsert service runs in the same process (`eventgate
-up`). A result is kept only if no change to its view was announced while it was being
-read, so a read racing an upsert can never pin a stale row.
+Correct because every change to the read store is announced on this process's
+`ChangeFeed`: by the upsert service when it runs here, and by the read-model watcher
+(projections/watcher.py) when another process applied it. A result is kept only if no
+change to its view was announced while it was being read, so a read racing an upsert can
+never pin a stale row.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from eventgate.projections.changes import ChangeFeed, RecordChanged
+from eventgate.projections.changes import ALL_ROWS, ChangeFeed, RecordChanged
 
-__all__ = ["ALL_ROWS", "ViewCache"]
-
-ALL_ROWS = "*"
-"""The id of a change that touches every row of a view (a reset or rebuild)."""
+__all__ = ["ViewCache"]
 
 
 class ViewCache:

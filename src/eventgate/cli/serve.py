@@ -1,0 +1,256 @@
+"""`eventgate serve gateway|commands|queries|projections`: each component as its own process.
+
+Every process points at the same database (`--database-url`, or one data directory on one
+machine), registers in the process registry (`eventgate status` lists it) and stops
+cleanly on SIGINT/SIGTERM. `--workers N` keeps N copies running under one supervisor;
+the HTTP ones share the supervisor's listening socket. `serve functions` is in functions.py.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eventgate.app import App
+from eventgate.bootstrap import (
+    command_service,
+    gateway,
+    open_cipher,
+    open_idempotency,
+    open_registry,
+    open_system,
+    query_service,
+    read_model_watcher,
+    service_guard,
+)
+from eventgate.cli.common import (
+    AppOption,
+    DatabaseUrl,
+    DataDir,
+    checked,
+    chosen_app,
+    out,
+    run,
+    serve_app,
+    settings_for,
+    setup_logging,
+)
+from eventgate.cli.serving import (
+    INTERNAL_TOKEN_ENV,
+    address,
+    check_exposure,
+    internal_token,
+    listening_socket,
+    run_until_stopped,
+    serve_http,
+    supervise,
+)
+from eventgate.config import DEFAULT_DATA_DIR, Settings
+from eventgate.gateway.config import GatewayConfig, load_config
+from eventgate.gateway.upstream import RemoteUpstream
+from eventgate.processes.membership import Membership
+
+__all__ = ["serve_commands", "serve_gateway", "serve_projections", "serve_queries"]
+
+Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+Workers = Annotated[int, typer.Option(min=1, max=64, help="Processes to keep running.")]
+Config = Annotated[Path | None, typer.Option(help="TOML config: consumers, limits, keys.")]
+Insecure = Annotated[
+    bool, typer.Option(help="Allow a non-loopback host without the protection it needs.")
+]
+Fd = Annotated[int | None, typer.Option(hidden=True, help="Listening socket from a supervisor.")]
+Urls = Annotated[list[str], typer.Option(help="Base URL of a service (repeatable).")]
+
+
+def _worker_argv(command: str, data: Path, app: str | None, url: str | None,
+                 config: Path | None, extra: list[str]) -> list[str]:  # fmt: skip
+    argv = ["serve", command, "--data", str(data), "--workers", "1", *extra]
+    argv += ["--app", app] if app else []
+    argv += ["--database-url", url] if url else []
+    argv += ["--config", str(config)] if config is not None else []
+    return argv
+
+
+# -- commands and queries ----------------------------------------------------------------
+
+
+@serve_app.command("commands")
+def serve_commands(
+    data: DataDir = DEFAULT_DATA_DIR,
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8001,
+    workers: Workers = 1,
+    config: Config = None,
+    insecure: Insecure = False,
+    app_option: AppOption = None,
+    url: DatabaseUrl = None,
+    fd: Fd = None,
+) -> None:
+    """The command API (and the admin API) of the app, for a gateway in front of it."""
+    _serve_service("commands", data, host, port, workers, config, insecure, app_option, url, fd)
+
+
+@serve_app.command("queries")
+def serve_queries(
+    data: DataDir = DEFAULT_DATA_DIR,
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8002,
+    workers: Workers = 1,
+    config: Config = None,
+    insecure: Insecure = False,
+    app_option: AppOption = None,
+    url: DatabaseUrl = None,
+    fd: Fd = None,
+) -> None:
+    """The query API of the app, following read-model changes from any process."""
+    _serve_service("queries", data, host, port, workers, config, insecure, app_option, url, fd)
+
+
+def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
+                   config: Path | None, insecure: bool, app_option: str | None,
+                   url: str | None, fd: int | None) -> None:  # fmt: skip
+    setup_logging()
+    served = chosen_app(app_option, config, data)
+    settings = settings_for(data, url, config)
+    gateway_config = checked(load_config, config)
+    argv = _worker_argv(kind, data, app_option, url, config, ["--insecure"] * insecure)
+
+    async def main() -> None:
+        token = internal_token()
+        check_exposure(host, token is not None, insecure, f"no {INTERNAL_TOKEN_ENV} set")
+        sock = listening_socket(host, port, fd)
+        if workers > 1:
+            out.print(f"eventgate {kind}: {workers} workers on {address(sock)}")
+            await supervise(argv, workers, kind, sock)
+        else:
+            await _service(kind, settings, served, gateway_config, token, sock)
+
+    run(main)
+
+
+async def _service(kind: str, settings: Settings, served: App, config: GatewayConfig,
+                   token: str | None, sock: socket.socket) -> None:  # fmt: skip
+    registry = await open_registry(settings)
+    system = await open_system(settings, served)
+    idempotency = None
+    try:
+        cipher = await open_cipher(settings, config)
+        membership = Membership(registry, [kind], address(sock))
+        tasks = [membership.run()]
+        if kind == "commands":
+            idempotency = await open_idempotency(settings)
+            asgi = command_service(system, cipher, idempotency)
+        else:
+            asgi = query_service(system, cipher, config)
+            tasks.append(read_model_watcher(system).run())
+        out.print(f"eventgate {kind}: {address(sock)} (app {served.name},"
+                  f" data in {settings.database_shown})")  # fmt: skip
+        await serve_http(service_guard(asgi, token), sock, tasks)
+    finally:
+        if idempotency is not None:
+            await idempotency.close()
+        await system.close()
+        await registry.close()
+        out.print(f"eventgate {kind} stopped cleanly")
+
+
+# -- projections ---------------------------------------------------------------------------
+
+
+@serve_app.command("projections")
+def serve_projections(
+    data: DataDir = DEFAULT_DATA_DIR,
+    workers: Workers = 1,
+    config: Config = None,
+    app_option: AppOption = None,
+    url: DatabaseUrl = None,
+) -> None:
+    """The upsert service: keeps the read models following the log. Run it in several
+    processes (or machines): each projection runs in one of them at a time (a lease per
+    projection, shared fairly), and another takes it over within seconds when one dies."""
+    setup_logging()
+    served = chosen_app(app_option, config, data)
+    settings = settings_for(data, url, config)
+    argv = _worker_argv("projections", data, app_option, url, config, [])
+    if workers > 1:
+        run(lambda: supervise(argv, workers, "projections", None))
+        return
+    run(lambda: _projections(settings, served))
+
+
+async def _projections(settings: Settings, served: App) -> None:
+    registry = await open_registry(settings)
+    membership = Membership(registry, ["projections"])
+    system = await open_system(settings, served, membership)
+    names = ", ".join(p.name for p in served.projections)
+    out.print(f"eventgate projections {membership.id}: {names} (data in {settings.database_shown})")
+    try:
+        await run_until_stopped(system.upsert.run, [membership.run()])
+    finally:
+        await system.close()
+        await registry.close()
+        out.print(f"eventgate projections {membership.id} stopped cleanly")
+
+
+# -- gateway -------------------------------------------------------------------------------
+
+
+@serve_app.command("gateway")
+def serve_gateway(
+    commands: Urls,
+    queries: Urls,
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8000,
+    workers: Workers = 1,
+    config: Config = None,
+    insecure: Insecure = False,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, max=300, help="Seconds to wait for a service.")
+    ] = 10.0,
+    app_option: AppOption = None,
+    data: DataDir = DEFAULT_DATA_DIR,
+    url: DatabaseUrl = None,
+    fd: Fd = None,
+) -> None:
+    """The gateway in front of remote command and query services (`--commands URL`,
+    `--queries URL`, each repeatable: tried in turn). It needs the app (for its routes and
+    OpenAPI document), not its data; with --database-url it registers for `status`."""
+    setup_logging()
+    served = chosen_app(app_option, config, data)
+    gateway_config = checked(load_config, config)
+    settings = settings_for(data, url, config)
+    extra = [a for u in commands for a in ("--commands", u)]
+    extra += [a for u in queries for a in ("--queries", u)]
+    extra += ["--timeout", str(timeout)] + ["--insecure"] * insecure
+    argv = _worker_argv("gateway", data, app_option, url, config, extra)
+
+    async def main() -> None:
+        token = internal_token()
+        exposed = gateway_config.auth_enabled
+        check_exposure(host, exposed, insecure, "no API keys ([[gateway.consumers]])")
+        sock = listening_socket(host, port, fd)
+        if workers > 1:
+            out.print(f"eventgate gateway: {workers} workers on {address(sock)}")
+            await supervise(argv, workers, "gateway", sock)
+            return
+        upstream = {
+            "commands": RemoteUpstream(commands, timeout=timeout, internal_token=token),
+            "queries": RemoteUpstream(queries, timeout=timeout, internal_token=token),
+        }
+        front = gateway(served, gateway_config, {**upstream, "admin": upstream["commands"]})
+        registry = await open_registry(settings)
+        membership = Membership(registry, ["gateway"], address(sock))
+        out.print(f"eventgate gateway: {address(sock)} -> commands {', '.join(commands)};"
+                  f" queries {', '.join(queries)}")  # fmt: skip
+        try:
+            await serve_http(front, sock, [membership.run()])
+        finally:
+            for remote in upstream.values():
+                await remote.aclose()
+            await registry.close()
+            out.print("eventgate gateway stopped cleanly")
+
+    run(main)

@@ -1,0 +1,170 @@
+"""Running long-lived processes: a listening socket, uvicorn on it, background tasks beside it,
+a clean stop on SIGINT/SIGTERM, and a supervisor that keeps N copies of a process running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from eventgate.cli.common import CliError, err, out
+
+__all__ = [
+    "INTERNAL_TOKEN_ENV",
+    "address",
+    "bind",
+    "check_exposure",
+    "internal_token",
+    "listening_socket",
+    "run_until_stopped",
+    "serve_http",
+    "supervise",
+]
+
+INTERNAL_TOKEN_ENV = "EVENTGATE_INTERNAL_TOKEN"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handling: the process drains and closes its stores."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def internal_token() -> str | None:
+    """The gateway-to-services secret from EVENTGATE_INTERNAL_TOKEN (see gateway/internal.py)."""
+    token = os.environ.get(INTERNAL_TOKEN_ENV) or None
+    if token is not None and len(token) < 16:
+        raise CliError(f"{INTERNAL_TOKEN_ENV} must be at least 16 characters")
+    return token
+
+
+def check_exposure(host: str, guarded: bool, insecure: bool, what: str) -> None:
+    """Refuse a non-loopback `host` for a process that would trust anyone reaching it."""
+    if guarded or insecure or _is_loopback(host):
+        return
+    raise CliError(f"refusing to listen on {host} with {what}: configure it or pass --insecure")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port), inheritable by worker processes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def listening_socket(host: str, port: int, fd: int | None) -> socket.socket:
+    """The socket a supervisor handed down as `fd`, else a new one on (host, port)."""
+    if fd is None:
+        return bind(host, port)
+    return socket.socket(fileno=fd)
+
+
+def address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+async def run_until_stopped(
+    main: Callable[[], Coroutine[Any, Any, None]], tasks: Sequence[Coroutine[Any, Any, None]] = ()
+) -> None:
+    """Run `main` and `tasks` until SIGINT/SIGTERM (or `main` ends); then cancel the tasks."""
+    loop = asyncio.get_running_loop()
+    running = asyncio.create_task(main())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, running.cancel)
+    helpers = [asyncio.create_task(task) for task in tasks]
+    try:
+        await running
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+
+
+async def serve_http(
+    app: ASGIApp, sock: socket.socket, tasks: Sequence[Coroutine[Any, Any, None]] = ()
+) -> None:
+    """Serve `app` on `sock` beside `tasks` until SIGINT/SIGTERM; drain requests, then stop
+    the tasks (the caller closes its stores afterwards)."""
+    server = _Server(
+        uvicorn.Config(
+            app,
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
+    helpers = [asyncio.create_task(task) for task in tasks]
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+
+
+async def supervise(argv: list[str], workers: int, what: str, sock: socket.socket | None) -> None:
+    """Keep `workers` child processes (`eventgate argv...`) running until SIGINT/SIGTERM;
+    a child that dies is restarted. With `sock`, every child serves on that socket."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    command = [sys.executable, "-m", "eventgate.cli", *argv]
+    fds: tuple[int, ...] = ()
+    if sock is not None:
+        command += ["--fd", str(sock.fileno())]
+        fds = (sock.fileno(),)
+    await asyncio.gather(*(_keep_running(command, n, stopping, what, fds) for n in range(workers)))
+    out.print(f"eventgate {what} stopped cleanly")
+
+
+async def _keep_running(
+    command: list[str], n: int, stopping: asyncio.Event, what: str, fds: tuple[int, ...]
+) -> None:
+    while not stopping.is_set():
+        child = await asyncio.create_subprocess_exec(*command, pass_fds=fds)
+        waiting = asyncio.create_task(child.wait())
+        stop = asyncio.create_task(stopping.wait())
+        await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.is_set():
+            if child.returncode is None:
+                child.terminate()
+            await waiting
+            return
+        stop.cancel()
+        err.print(f"{what} worker {n} (pid {child.pid}) exited with {child.returncode}; restarting")
+        await asyncio.sleep(1.0)

@@ -1,0 +1,84 @@
+"""`eventgate status`: every connected process, and how far behind each checkpoint is."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from eventgate.bootstrap import open_registry
+from eventgate.cli.common import (
+    AppOption,
+    DatabaseUrl,
+    DataDir,
+    app,
+    chosen_app,
+    open_existing,
+    out,
+    run,
+    settings_for,
+)
+from eventgate.config import DEFAULT_DATA_DIR
+from eventgate.functions.admin import function_rows
+
+__all__ = ["status"]
+
+
+@app.command()
+def status(
+    data: DataDir = DEFAULT_DATA_DIR,
+    app_option: AppOption = None,
+    url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+) -> None:
+    """The processes connected to this data (roles, host, pid, last heartbeat, leases),
+    each projection's and function's checkpoint with its lag, and who runs each projection."""
+    served = chosen_app(app_option, data=data)
+    settings = settings_for(data, url)
+
+    async def gather() -> dict[str, Any]:
+        system = await open_existing(settings, served)
+        registry = await open_registry(settings)
+        try:
+            processes = await registry.processes()
+            projections = await system.upsert.status()
+            functions = await function_rows(system.functions, system.store)
+            head = await system.store.head()
+        finally:
+            await registry.close()
+            await system.close()
+        holders = {lease: p.id for p in processes for lease in p.leases}
+        return {
+            "head": head,
+            "processes": [p.to_json() for p in processes],
+            "projections": [{**s.to_json(), "held_by": holders.get(s.name)} for s in projections],
+            "functions": functions,
+        }
+
+    found = run(gather)
+    if as_json:
+        sys.stdout.write(json.dumps(found) + "\n")
+        return
+    now = time.time()
+    table = Table("process", "roles", "host", "pid", "address", "heartbeat", "leases",
+                  title="processes")  # fmt: skip
+    for p in found["processes"]:
+        beat = f"{max(now - p['heartbeat'], 0):.1f}s ago"
+        table.add_row(p["id"], ",".join(p["roles"]), p["host"], str(p["pid"]), p["address"],
+                      beat, str(len(p["leases"])))  # fmt: skip
+    out.print(table)
+    if not found["processes"]:
+        out.print("no process is connected")
+    checkpoints = Table("kind", "name", "checkpoint", "lag", "run by", title="checkpoints")
+    for row in found["projections"]:
+        checkpoints.add_row("projection", row["name"], str(row["checkpoint"]), str(row["lag"]),
+                            row["held_by"] or "-")  # fmt: skip
+    for row in found["functions"]:
+        checkpoints.add_row("function", row["name"], str(row["checkpoint"]), str(row["lag"]),
+                            "partitioned")  # fmt: skip
+    out.print(checkpoints)
+    out.print(f"head of the log: {found['head']}")

@@ -1,0 +1,145 @@
+"""A command or query service in another process, reached over HTTP by the gateway.
+
+One pooled `httpx.AsyncClient` per upstream (keep-alive connections, a bounded pool), a
+timeout on every request, and the base URLs tried in turn. A request is retried on the
+next URL only when that cannot apply it twice: when the connection was never made (nothing
+was sent), or when the request is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, or any
+request with an Idempotency-Key, which the command service answers once). A status code
+is an answer and is passed on as is; only transport failures are retried, ending in 502
+(or 504 on a timeout). The gateway has already bounded the body and set X-Request-ID and
+the consumer header; they are passed on with the rest of the request's end-to-end headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+
+import httpx
+from starlette.types import Message, Receive, Scope, Send
+
+from eventgate.gateway.internal import INTERNAL_HEADER
+from eventgate.http.problems import problem
+
+__all__ = ["IDEMPOTENT_METHODS", "RemoteUpstream"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+     b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+)  # fmt: skip
+_RESPONSE_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
+"""Hop-by-hop headers, and those the gateway's own server sets."""
+_BACKOFF = 0.05
+
+
+class RemoteUpstream:
+    """An ASGI app that forwards each request to one of `urls` (`http://host:port`)."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        retries: int = 2,
+        internal_token: str | None = None,
+        max_connections: int = 256,
+    ) -> None:
+        if not urls:
+            raise ValueError("an upstream needs at least one URL")
+        self.urls = [url.rstrip("/") for url in urls]
+        self._turn = itertools.cycle(range(len(self.urls)))
+        self._retries = retries
+        self._token = internal_token
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        headers = self._headers(scope)
+        method = scope["method"]
+        idempotent = method in IDEMPOTENT_METHODS or any(k == "idempotency-key" for k, _ in headers)
+        path = scope.get("raw_path") or scope["path"].encode()
+        target = path.decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        first = next(self._turn)
+        failure = "unreachable"
+        for attempt in range(self._retries + 1):
+            url = self.urls[(first + attempt) % len(self.urls)]
+            request = self._client.build_request(method, url + target, headers=headers,
+                                                 content=body)  # fmt: skip
+            try:
+                response = await self._client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+                failure = "unreachable"  # nothing was sent: safe to try the next one
+            except httpx.TimeoutException:
+                failure = "timeout"
+                if not idempotent:
+                    break
+            except httpx.TransportError:
+                failure = "broken"
+                if not idempotent:
+                    break
+            else:
+                await _relay(response, send)
+                return
+            await asyncio.sleep(_BACKOFF * attempt)
+        if failure == "timeout":
+            answer = problem(504, "the service behind the gateway did not answer in time")
+        else:
+            answer = problem(502, "the service behind the gateway cannot be reached")
+        await answer(scope, receive, send)
+
+    def _headers(self, scope: Scope) -> list[tuple[str, str]]:
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k not in _HOP_BY_HOP and k != INTERNAL_HEADER.encode()
+        ]
+        client = scope.get("client")
+        if client:
+            headers.append(("x-forwarded-for", client[0]))
+        if self._token is not None:
+            headers.append((INTERNAL_HEADER, self._token))
+        return headers
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _relay(response: httpx.Response, send: Send) -> None:
+    try:
+        headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in response.headers.multi_items()
+            if k.lower() not in _RESPONSE_DROPPED
+        ]
+        start: Message = {"type": "http.response.start", "status": response.status_code,
+                          "headers": headers}  # fmt: skip
+        await send(start)
+        async for chunk in response.aiter_raw():
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await response.aclose()

@@ -1,0 +1,113 @@
+"""Read-model changes made by other processes, brought onto this process's change feed.
+
+A query service whose projections run elsewhere (another `serve projections` process, or
+a lease held by another `up`) must still empty its cache, learn which streams are parked
+and wake its consistency waits. On PostgreSQL it LISTENs to the notifications the read
+store sends in each committing transaction (projections/postgres.py); while that
+connection is down, and on SQLite, it polls the checkpoints: a view found ahead of what
+this process knows counts as changed everywhere. Each (re)connection starts with a poll,
+so what was committed while nobody listened is not missed either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+
+from eventgate.projections.changes import ALL_ROWS, ChangeFeed, RecordChanged
+from eventgate.projections.postgres import CHANNEL, ReadModelNotice
+from eventgate.projections.protocol import ReadStore
+
+__all__ = ["ReadModelWatcher"]
+
+_log = logging.getLogger(__name__)
+SAFETY_POLL = 1.0
+"""Seconds between polls while notifications flow (a dead connection can go unnoticed)."""
+RECONNECT_AFTER = 2.0
+"""Seconds of polling before trying to LISTEN again."""
+
+
+class ReadModelWatcher:
+    """Publishes other processes' read-model changes on `feed`; `run` until cancelled."""
+
+    def __init__(
+        self,
+        read_store: ReadStore,
+        feed: ChangeFeed,
+        *,
+        database_url: str | None = None,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self._store = read_store
+        self._feed = feed
+        self._url = database_url
+        self._interval = poll_interval
+        self._notices: asyncio.Queue[ReadModelNotice] = asyncio.Queue()
+        self.listening = False
+        """True while notifications are being received (False: polling)."""
+
+    async def run(self) -> None:
+        while True:
+            if self._url is not None:
+                try:
+                    await self._listen(self._url)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                    _log.warning("read-model notifications lost (%s); polling", e)
+                self.listening = False
+            await self._poll_for(RECONNECT_AFTER if self._url is not None else None)
+
+    async def poll(self) -> None:
+        """Publish a change to every row of each view whose checkpoint is ahead of the feed."""
+        for name in self._store.projections:
+            checkpoint = await self._store.load_checkpoint(name)
+            if checkpoint > self._feed.position(name):
+                await self._store.reload_parked(name)
+                await self._feed.publish(name, checkpoint, [RecordChanged(name, ALL_ROWS, 0)])
+
+    async def _poll_for(self, seconds: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        until = None if seconds is None else loop.time() + seconds
+        while until is None or loop.time() < until:
+            try:
+                await self.poll()
+            except Exception as e:
+                _log.warning("polling read-model checkpoints failed (%s); retrying", e)
+            await asyncio.sleep(self._interval)
+
+    async def _listen(self, url: str) -> None:
+        connection = await asyncpg.connect(url)
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        try:
+            await connection.add_listener(CHANNEL, self._received)
+            self.listening = True
+            await self.poll()  # whatever committed before the LISTEN took effect
+            while not lost.is_set() and not connection.is_closed():
+                try:
+                    async with asyncio.timeout(SAFETY_POLL):
+                        await self._publish(await self._notices.get())
+                except TimeoutError:
+                    await connection.execute("SELECT 1")  # raises if the server is gone
+                    await self.poll()
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=1)
+
+    def _received(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+        try:
+            self._notices.put_nowait(ReadModelNotice.parse(str(payload)))
+        except (ValueError, KeyError, TypeError):
+            _log.warning("ignoring a malformed read-model notification")
+
+    async def _publish(self, notice: ReadModelNotice) -> None:
+        if notice.view not in self._store.projections:
+            return  # a read model of another app sharing the database
+        if notice.parked:
+            await self._store.reload_parked(notice.view)
+        keys = [ALL_ROWS] if notice.keys is None else notice.keys
+        changes = [RecordChanged(notice.view, key, notice.position) for key in keys]
+        await self._feed.publish(notice.view, notice.position, changes)
