@@ -8,21 +8,24 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.server import Server
+from tests.e2e.server import Deployment, Server
 from tests.postgres import database_for
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "processes"])
 def server(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Server]:
-    """The contract's modules run twice: on SQLite files, and on a real PostgreSQL."""
+) -> Iterator[Server | Deployment]:
+    """The contract's modules run three times: `eventgate up` on SQLite files, `eventgate up`
+    on a real PostgreSQL, and each component its own `eventgate serve` process on PostgreSQL
+    (the gateway reaching the command and query services over HTTP)."""
     data = tmp_path_factory.mktemp("data")
     options: list[str] = []
-    if request.param == "postgres":
+    if request.param != "sqlite":
         server_dsn = request.getfixturevalue("postgres_dsn")
         options = ["--database-url", asyncio.run(database_for(server_dsn, str(data), "e"))]
-    server = Server(data, *options).start()
+    server = Deployment(data, *options) if request.param == "processes" else Server(data, *options)
+    server.start()
     yield server
     server.stop()
 
