@@ -55,7 +55,9 @@ class RemoteUpstream:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=4.0,  # below uvicorn's 5 s: never reuse one it is closing
             ),
             follow_redirects=False,
             trust_env=False,
@@ -66,6 +68,8 @@ class RemoteUpstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
+        if body is None:
+            return  # the client left mid-upload: nobody to answer, nothing to forward
         headers = self._headers(scope)
         method = scope["method"]
         idempotent = method in IDEMPOTENT_METHODS or any(k == "idempotency-key" for k, _ in headers)
@@ -94,7 +98,8 @@ class RemoteUpstream:
             else:
                 await _relay(response, send)
                 return
-            await asyncio.sleep(_BACKOFF * attempt)
+            if attempt < self._retries:
+                await asyncio.sleep(_BACKOFF * attempt)
         if failure == "timeout":
             answer = problem(504, "the service behind the gateway did not answer in time")
         else:
@@ -102,10 +107,17 @@ class RemoteUpstream:
         await answer(scope, receive, send)
 
     def _headers(self, scope: Scope) -> list[tuple[str, str]]:
+        named = {  # headers the Connection header names are hop-by-hop too (RFC 9110 7.6.1)
+            token.strip().lower().encode("latin-1")
+            for k, v in scope["headers"]
+            if k == b"connection"
+            for token in v.decode("latin-1").split(",")
+        }
+        dropped = _HOP_BY_HOP | named | {INTERNAL_HEADER.encode()}
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
-            if k not in _HOP_BY_HOP and k != INTERNAL_HEADER.encode()
+            if k not in dropped
         ]
         client = scope.get("client")
         if client:
@@ -115,16 +127,16 @@ class RemoteUpstream:
         return headers
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body; None when the client disconnected before sending it all."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 async def _relay(response: httpx.Response, send: Send) -> None:
