@@ -96,6 +96,61 @@ BEGIN
         first := first + p_sizes[i];
     END LOOP;
 END $$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION eventgate_append_fast(
+    p_streams text[], p_expected integer[], p_sizes integer[], p_time timestamptz,
+    p_ids text[], p_types text[], p_schemas integer[], p_data text[], p_metadata text[],
+    p_distinct boolean
+) RETURNS TABLE (outcome text, version integer, first_position bigint) AS $$
+-- eventgate_append without a subtransaction per append: versions of all the streams in one
+-- query, every event in one INSERT. A unique violation (a race on a version, a duplicate id)
+-- fails the whole call; the caller then runs the batch again through eventgate_append.
+DECLARE
+    tx bigint := pg_current_xact_id()::text::bigint << 20;
+    known jsonb;
+    base integer := 0;
+    first integer := 1;
+    v integer;
+    outcomes text[] := '{}';
+    versions integer[] := '{}';
+    firsts bigint[] := '{}';
+    e_position bigint[] := '{}';
+    e_index integer[] := '{}';
+    e_stream text[] := '{}';
+    e_version integer[] := '{}';
+BEGIN
+    SELECT COALESCE(jsonb_object_agg(stream_id, top), '{}'::jsonb) INTO known
+        FROM (SELECT stream_id, MAX(stream_version) AS top FROM eventgate_events
+              WHERE stream_id = ANY(p_streams) GROUP BY stream_id) AS current;
+    FOR i IN 1 .. COALESCE(array_length(p_streams, 1), 0) LOOP
+        v := COALESCE((known ->> p_streams[i])::integer, 0);
+        IF p_expected[i] IS NOT NULL AND v <> p_expected[i] THEN
+            outcomes := outcomes || 'conflict'::text;
+            versions := versions || v;
+            firsts := firsts || NULL::bigint;
+        ELSE
+            FOR g IN 1 .. p_sizes[i] LOOP
+                e_position := e_position || (tx + base + g - 1);
+                e_index := e_index || (first + g - 1);
+                e_stream := e_stream || p_streams[i];
+                e_version := e_version || (v + g);
+            END LOOP;
+            outcomes := outcomes || 'ok'::text;
+            versions := versions || v;
+            firsts := firsts || (tx + base);
+            base := base + p_sizes[i];
+            IF NOT p_distinct THEN  -- a later append to the same stream goes on from here
+                known := jsonb_set(known, ARRAY[p_streams[i]], to_jsonb(v + p_sizes[i]));
+            END IF;
+        END IF;
+        first := first + p_sizes[i];
+    END LOOP;
+    INSERT INTO eventgate_events (position, event_id, stream_id, stream_version,
+                                  type, schema_version, time, data, metadata)
+    SELECT e.position, p_ids[e.index], e.stream, e.version, p_types[e.index],
+           p_schemas[e.index], p_time, p_data[e.index]::json, p_metadata[e.index]::json
+    FROM unnest(e_position, e_index, e_stream, e_version) AS e(position, index, stream, version);
+    RETURN QUERY SELECT * FROM unnest(outcomes, versions, firsts);
+END $$ LANGUAGE plpgsql;
 """
 _VISIBLE = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {INDEX_BITS})"
 _COLUMNS = (
@@ -104,6 +159,10 @@ _COLUMNS = (
 APPEND = (
     "SELECT outcome, version, first_position"
     " FROM eventgate_append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+APPEND_FAST = (
+    "SELECT outcome, version, first_position"
+    " FROM eventgate_append_fast($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
 """Appends in one call: streams, expected versions, sizes, time, then the events' columns
 (ids, types, schema versions, data, metadata) flat, in append order. One row per append."""
@@ -203,23 +262,29 @@ class PostgresEventStore:
                 await self._settle(pending, outcome)
 
     async def _write(self, batch: list[_Pending]) -> list[tuple[str, int, int | None, datetime]]:
-        """One transaction, one round trip: `eventgate_append` checks and inserts each
-        append in its own subtransaction; then NOTIFY and one commit for them all."""
+        """One transaction, one round trip: `eventgate_append_fast` checks every append and
+        inserts the events in one statement; then NOTIFY and one commit for them all. Should
+        a unique constraint fail it (a race on a version, a duplicate event id), the batch
+        runs again through `eventgate_append`: each append in its own subtransaction, so
+        only the offending one fails."""
         time = datetime.now(UTC)
         flat: tuple[list[Any], ...] = ([], [], [], [], [])
         for pending in batch:
             for column, values in zip(flat, pending.columns, strict=True):
                 column.extend(values)
-        async with self._pool.acquire() as connection, connection.transaction():
-            rows = await connection.fetch(
-                APPEND,
-                [p.stream_id for p in batch],
-                [p.expected for p in batch],
-                [len(p.events) for p in batch],
-                time,
-                *flat,
-            )
-            await connection.execute(f"NOTIFY {CHANNEL}")
+        streams = [p.stream_id for p in batch]
+        arguments = (streams, [p.expected for p in batch], [len(p.events) for p in batch],
+                     time, *flat)  # fmt: skip
+        async with self._pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    distinct = len(set(streams)) == len(streams)
+                    rows = await connection.fetch(APPEND_FAST, *arguments, distinct)
+                    await connection.execute(f"NOTIFY {CHANNEL}")
+            except asyncpg.UniqueViolationError:
+                async with connection.transaction():
+                    rows = await connection.fetch(APPEND, *arguments)
+                    await connection.execute(f"NOTIFY {CHANNEL}")
         if len(rows) != len(batch):
             raise EventStoreError(f"eventgate_append answered {len(rows)} of {len(batch)}")
         return [(r["outcome"], r["version"], r["first_position"], time) for r in rows]
