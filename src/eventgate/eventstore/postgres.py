@@ -95,6 +95,7 @@ BEGIN
         END IF;
         first := first + p_sizes[i];
     END LOOP;
+    PERFORM pg_notify('eventgate_events', '');
 END $$ LANGUAGE plpgsql;
 CREATE OR REPLACE FUNCTION eventgate_append_fast(
     p_streams text[], p_expected integer[], p_sizes integer[], p_time timestamptz,
@@ -149,6 +150,7 @@ BEGIN
     SELECT e.position, p_ids[e.index], e.stream, e.version, p_types[e.index],
            p_schemas[e.index], p_time, p_data[e.index]::json, p_metadata[e.index]::json
     FROM unnest(e_position, e_index, e_stream, e_version) AS e(position, index, stream, version);
+    PERFORM pg_notify('eventgate_events', '');
     RETURN QUERY SELECT * FROM unnest(outcomes, versions, firsts);
 END $$ LANGUAGE plpgsql;
 """
@@ -262,8 +264,8 @@ class PostgresEventStore:
                 await self._settle(pending, outcome)
 
     async def _write(self, batch: list[_Pending]) -> list[tuple[str, int, int | None, datetime]]:
-        """One transaction, one round trip: `eventgate_append_fast` checks every append and
-        inserts the events in one statement; then NOTIFY and one commit for them all. Should
+        """One statement, so one transaction and one round trip: `eventgate_append_fast`
+        checks every append, inserts the events in one INSERT and notifies. Should
         a unique constraint fail it (a race on a version, a duplicate event id), the batch
         runs again through `eventgate_append`: each append in its own subtransaction, so
         only the offending one fails."""
@@ -275,16 +277,12 @@ class PostgresEventStore:
         streams = [p.stream_id for p in batch]
         arguments = (streams, [p.expected for p in batch], [len(p.events) for p in batch],
                      time, *flat)  # fmt: skip
-        async with self._pool.acquire() as connection:
+        async with self._pool.acquire() as connection:  # one statement: its own transaction
             try:
-                async with connection.transaction():
-                    distinct = len(set(streams)) == len(streams)
-                    rows = await connection.fetch(APPEND_FAST, *arguments, distinct)
-                    await connection.execute(f"NOTIFY {CHANNEL}")
+                distinct = len(set(streams)) == len(streams)
+                rows = await connection.fetch(APPEND_FAST, *arguments, distinct)
             except asyncpg.UniqueViolationError:
-                async with connection.transaction():
-                    rows = await connection.fetch(APPEND, *arguments)
-                    await connection.execute(f"NOTIFY {CHANNEL}")
+                rows = await connection.fetch(APPEND, *arguments)
         if len(rows) != len(batch):
             raise EventStoreError(f"eventgate_append answered {len(rows)} of {len(batch)}")
         return [(r["outcome"], r["version"], r["first_position"], time) for r in rows]
