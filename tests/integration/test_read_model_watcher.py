@@ -206,9 +206,10 @@ async def test_a_change_on_a_reaches_b_and_evicts_only_its_row(tmp_path: Path, p
 @pytest.mark.usefixtures("notified_only")
 async def test_a_consistency_wait_on_b_wakes_for_a_write_on_a(tmp_path: Path, pg_dsn: str) -> None:
     async with two_systems(*pg_settings(tmp_path, pg_dsn)) as (a, b):
-        # A first write projected one projection after the other opens A's event store's
-        # LISTEN connection, so the live run's subscribers (started together) share it:
-        # PostgresEventStore._listen races when they open it together (see the report).
+        # Projecting a first write one projection at a time opens A's event store's LISTEN
+        # connection before the live run starts, so the run's subscribers (which start
+        # together) share it: PostgresEventStore._listen, entered by several subscribers at
+        # once, opens a connection for each and never closes all but the last.
         first = await write(a, CreateInventoryItem("first", "widget"))
         projecting = asyncio.create_task(a.upsert.run())  # A runs its projections live
         try:
