@@ -226,10 +226,14 @@ def query_service(system: System, cipher: ETagCipher, config: GatewayConfig) -> 
     )
 
 
-def read_model_watcher(system: System) -> ReadModelWatcher:
-    """What brings read-model changes made by other processes onto `system.feed`."""
+def read_model_watcher(system: System, *, local: bool = False) -> ReadModelWatcher:
+    """What brings read-model changes made by other processes onto `system.feed`; `local`:
+    this process runs the upsert service too (its views need no polling while it does)."""
     return ReadModelWatcher(
-        system.read_store, system.feed, database_url=system.settings.database_url
+        system.read_store,
+        system.feed,
+        database_url=system.settings.database_url,
+        local=(lambda: system.upsert.held) if local else frozenset,
     )
 
 

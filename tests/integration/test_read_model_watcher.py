@@ -319,8 +319,9 @@ async def test_on_sqlite_b_follows_a_by_polling_and_empties_its_cache(tmp_path: 
 
             mark = len(reader.seen)
             renamed = await write(a, RenameInventoryItem("x", "sprocket"))
-            async with asyncio.timeout(QUICK):
+            async with asyncio.timeout(QUICK):  # a poll may fall between A's two projections
                 await b.feed.wait_for(DETAILS, renamed)
+                await b.feed.wait_for(item_list.name, renamed)
             assert reader.changed_since(mark) >= {(DETAILS, ALL_ROWS), (item_list.name, ALL_ROWS)}
             assert (await reader.row("x"))["name"] == "sprocket"
             assert (await reader.row("y"))["name"] == "gear"
@@ -404,3 +405,53 @@ async def test_b_opened_after_the_parking_knows_it_at_once(tmp_path: Path, pg_ds
             await b.close()
     finally:
         await a.close()
+
+
+async def test_on_sqlite_a_skip_and_a_rebuild_on_a_reach_b_by_polling(tmp_path: Path) -> None:
+    await skip_and_rebuild_reach_b(sqlite_settings(tmp_path))
+
+
+async def test_on_postgresql_a_skip_and_a_rebuild_reach_b_by_polling(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    await skip_and_rebuild_reach_b(pg_settings(tmp_path, pg_dsn))
+
+
+async def skip_and_rebuild_reach_b(settings: tuple[Settings, Settings]) -> None:
+    """Neither moves a checkpoint ahead: the change counter tells B that the view changed."""
+    async with two_systems(*settings, app=fragile_app) as (a, b):
+        watcher = ReadModelWatcher(b.read_store, b.feed)  # no database URL: polls only
+        await write(a, CreateInventoryItem("bad", "wid!get"))
+        await watcher.poll()
+        assert b.read_store.parked(fragile.name) == {"bad"}
+
+        assert await a.read_store.request(fragile.name, "bad", SKIP) == 1
+        assert await a.upsert.handle_requests() == 1
+        seen: list[RecordChanged] = []
+        stop = b.feed.listen(seen.append)
+        try:
+            await watcher.poll()
+            assert b.read_store.parked(fragile.name) == frozenset()
+            assert (fragile.name, ALL_ROWS) in {(c.view, c.id) for c in seen}
+
+            seen.clear()
+            await a.upsert.rebuild(a.read_store.projection(DETAILS))
+            await watcher.poll()
+            assert (DETAILS, ALL_ROWS) in {(c.view, c.id) for c in seen}
+            await watcher.poll()  # nothing changed since
+            assert len([c for c in seen if c.view == DETAILS]) == 1
+        finally:
+            stop()
+
+
+async def test_a_notification_over_postgresqls_size_limit_names_no_keys(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """Many multi-byte keys in one batch: the notice says "every row" instead of failing
+    the batch's transaction (8000 bytes, counted in bytes, not characters)."""
+    async with two_systems(*pg_settings(tmp_path, pg_dsn)) as (a, b), watching(b) as reader:
+        await eventually(lambda: reader.watcher.listening)
+        commands = [CreateInventoryItem(f"{n:03d}" + "é" * 40, "widget") for n in range(300)]
+        head = await write(a, *commands)
+        await eventually(reader.reached(head), within=QUICK)
+        assert (DETAILS, ALL_ROWS) in reader.changed_since(0)

@@ -195,6 +195,7 @@ class PostgresEventStore:
         self._upcasters = upcasters
         self._poll_interval = poll_interval
         self._listener: asyncpg.Connection | None = None
+        self._listening = asyncio.Lock()
         self._woken: set[asyncio.Event] = set()
         self._queue: deque[_Pending] = deque()
         self._flushers: set[asyncio.Task[None]] = set()
@@ -395,20 +396,29 @@ class PostgresEventStore:
                     after = batch[-1].position
                     yield batch
                     continue
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(woken.wait(), self._poll_interval)
+                except TimeoutError:
+                    if self._listener is None or self._listener.is_closed():
+                        await self._listen()
         finally:
             self._woken.discard(woken)
 
     async def _listen(self) -> None:
-        """One LISTEN connection per store; when it is lost, subscribers poll until the
-        next subscribe call connects it again."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        with contextlib.suppress(OSError, asyncpg.PostgresError):
-            listener = await asyncpg.connect(self._dsn)
-            await listener.add_listener(CHANNEL, self._notified)
-            self._listener = listener
+        """One LISTEN connection per store, made by the first subscriber that finds none
+        (the others wait for it); when it is lost, subscribers poll, and the next one to
+        time out connects it again."""
+        async with self._listening:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                listener = await asyncpg.connect(self._dsn)
+                try:
+                    await listener.add_listener(CHANNEL, self._notified)
+                except BaseException:
+                    await listener.close()
+                    raise
+                self._listener = listener
 
     def _notified(self, *_: object) -> None:
         for woken in self._woken:

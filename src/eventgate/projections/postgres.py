@@ -37,19 +37,21 @@ from eventgate.projections.protocol import KnownProjections
 __all__ = ["CHANNEL", "PostgresReadStore", "ReadModelNotice"]
 
 CHANNEL = "eventgate_read_models"
-_MAX_NOTICE = 7000
-"""Bytes of keys a notification carries at most (PostgreSQL's limit is 8000); past it,
-the notification says every row changed."""
+_MAX_NOTICE = 7900
+"""Bytes a notification's payload has at most (PostgreSQL's limit is 8000); past it, the
+notification names no keys: every row may have changed."""
 
-SCHEMA_VERSION = 1
-"""The version of these tables; `eventgate_schema` records it (eventgate/pgschema.py)."""
+SCHEMA_VERSION = 2
+"""The version of these tables (2: checkpoints count changes); `eventgate_schema` records
+it (eventgate/pgschema.py)."""
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 _TYPES = {str: "text", int: "bigint", bool: "boolean", float: "double precision"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS eventgate_projection_checkpoints (
     name     text PRIMARY KEY,
-    position bigint NOT NULL CHECK (position >= 0)
+    position bigint NOT NULL CHECK (position >= 0),
+    changes  bigint NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS eventgate_projection_parked (
     projection text NOT NULL,
@@ -76,11 +78,12 @@ class ReadModelNotice:
     parked: bool  # the view's parked streams changed
 
     def payload(self) -> str:
-        keys = self.keys
-        if keys is not None and sum(len(k) + 3 for k in keys) > _MAX_NOTICE:
-            keys = None
-        body = {"view": self.view, "position": self.position, "keys": keys, "parked": self.parked}
-        return orjson.dumps(body).decode()
+        body = {"view": self.view, "position": self.position, "keys": self.keys,
+                "parked": self.parked}  # fmt: skip
+        encoded = orjson.dumps(body)
+        if len(encoded) > _MAX_NOTICE:  # bytes, as PostgreSQL counts them
+            encoded = orjson.dumps({**body, "keys": None})
+        return encoded.decode()
 
     @classmethod
     def parse(cls, payload: str) -> ReadModelNotice:
@@ -152,6 +155,14 @@ class PostgresReadStore(KnownProjections):
     async def save_checkpoint(self, name: str, position: int) -> None:
         raise ProjectionError("projection checkpoints move only with their changes (apply)")
 
+    async def marks(self) -> dict[str, tuple[int, int]]:
+        """Each read model's (checkpoint, number of changes committed so far)."""
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT name, position, changes FROM eventgate_projection_checkpoints"
+            )
+        return {row["name"]: (row["position"], row["changes"]) for row in rows}
+
     async def apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
         """Apply `delivery` and move the checkpoint in one transaction (compare-and-set)."""
         parked = set(self._parked[projection.name])
@@ -168,7 +179,8 @@ class PostgresReadStore(KnownProjections):
             for event, error in folded.parked:
                 await _park(connection, projection.name, event, error)
             await connection.execute(
-                "UPDATE eventgate_projection_checkpoints SET position = $2 WHERE name = $1",
+                "UPDATE eventgate_projection_checkpoints SET position = $2, changes = changes + 1"
+                " WHERE name = $1",
                 projection.name,
                 delivery.position,
             )
@@ -191,7 +203,8 @@ class PostgresReadStore(KnownProjections):
             for statement in _table_sql(projection):
                 await connection.execute(statement)
             await connection.execute(
-                "UPDATE eventgate_projection_checkpoints SET position = 0 WHERE name = $1",
+                "UPDATE eventgate_projection_checkpoints SET position = 0, changes = changes + 1"
+                " WHERE name = $1",
                 projection.name,
             )
             await connection.execute(
@@ -257,6 +270,10 @@ class PostgresReadStore(KnownProjections):
             left = await _parked_positions(connection, projection.name, stream_id)
             if left and replayed.failed is None:
                 await _request(connection, projection.name, stream_id, RETRY)
+            await connection.execute(
+                "UPDATE eventgate_projection_checkpoints SET changes = changes + 1 WHERE name = $1",
+                projection.name,
+            )
             notice = ReadModelNotice(projection.name, checkpoint, [stream_id], True)
             await _notify(connection, notice)
         if not left:
@@ -310,6 +327,15 @@ class PostgresReadStore(KnownProjections):
     async def _create_schema(self) -> None:
         async with self._pool.acquire() as connection, connection.transaction():
             await ensure_schema(connection, "read_models", SCHEMA_VERSION, _SCHEMA)
+            found = await connection.fetchval(
+                "SELECT count(*) FROM information_schema.columns"
+                " WHERE table_name = 'eventgate_projection_checkpoints' AND column_name = 'changes'"
+            )
+            if not found:  # version 1 -> 2
+                await connection.execute(
+                    "ALTER TABLE eventgate_projection_checkpoints"
+                    " ADD COLUMN changes bigint NOT NULL DEFAULT 0"
+                )
             for projection in self.projections.values():
                 for statement in _table_sql(projection):
                     await connection.execute(statement)

@@ -53,6 +53,11 @@ class ReadStore(Protocol):
 
     async def save_checkpoint(self, name: str, position: int) -> None: ...
 
+    async def marks(self) -> dict[str, tuple[int, int]]:
+        """Each read model's (checkpoint, changes): `changes` counts every committed change
+        (apply, retry or skip, reset), so another process can tell that anything changed."""
+        ...
+
     async def apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
         """Apply `delivery` and move the checkpoint from `delivery.after`, in one transaction;
         StaleCheckpoint when the checkpoint is elsewhere."""

@@ -34,7 +34,8 @@ _log = logging.getLogger(__name__)
 _CHECKPOINTS = """
 CREATE TABLE IF NOT EXISTS projection_checkpoints (
     name     TEXT PRIMARY KEY,
-    position INTEGER NOT NULL CHECK (position >= 0)
+    position INTEGER NOT NULL CHECK (position >= 0),
+    changes  INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
 
@@ -84,6 +85,12 @@ class SQLiteReadStore(KnownProjections):
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         raise ProjectionError("projection checkpoints move only with their changes (apply)")
+
+    async def marks(self) -> dict[str, tuple[int, int]]:
+        """Each read model's (checkpoint, number of changes committed so far)."""
+        sql = "SELECT name, position, changes FROM projection_checkpoints"
+        rows = await self._file.on_reader(lambda: self._file.connection().execute(sql).fetchall())
+        return {name: (position, changes) for name, position, changes in rows}
 
     # -- writing ----------------------------------------------------------------------
 
@@ -191,6 +198,7 @@ class SQLiteReadStore(KnownProjections):
             left = parking.parked_positions(connection, projection.name, stream_id)
             if left and replayed.failed is None:
                 parking.request(connection, projection.name, stream_id, parking.RETRY)
+            _count_change(connection, projection.name)
         if not left:
             self._parked[projection.name].discard(stream_id)
         row = replayed.row
@@ -256,6 +264,11 @@ class SQLiteReadStore(KnownProjections):
     def _create_schema(self) -> None:
         connection = self._file.connection()
         connection.executescript(_CHECKPOINTS)
+        found = {r[1] for r in connection.execute("PRAGMA table_info(projection_checkpoints)")}
+        if "changes" not in found:  # a read store from before the change counter
+            connection.execute(
+                "ALTER TABLE projection_checkpoints ADD COLUMN changes INTEGER NOT NULL DEFAULT 0"
+            )
         connection.executescript(parking.PARKED_SCHEMA)
         for projection in self.projections.values():
             for statement in _table_sql(projection):
@@ -282,8 +295,17 @@ def _checkpoint(connection: sqlite3.Connection, name: str) -> int:
 
 
 def _set_checkpoint(connection: sqlite3.Connection, name: str, position: int) -> None:
+    """Move the checkpoint and count one more change of the read model."""
     connection.execute(
-        "INSERT INTO projection_checkpoints (name, position) VALUES (?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        "INSERT INTO projection_checkpoints (name, position, changes) VALUES (?, ?, 1) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position, changes = changes + 1",
         (name, position),
+    )
+
+
+def _count_change(connection: sqlite3.Connection, name: str) -> None:
+    connection.execute(
+        "INSERT INTO projection_checkpoints (name, position, changes) VALUES (?, 0, 1) "
+        "ON CONFLICT (name) DO UPDATE SET changes = changes + 1",
+        (name,),
     )

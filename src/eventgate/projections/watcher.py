@@ -4,9 +4,11 @@ A query service whose projections run elsewhere (another `serve projections` pro
 a lease held by another `up`) must still empty its cache, learn which streams are parked
 and wake its consistency waits. On PostgreSQL it LISTENs to the notifications the read
 store sends in each committing transaction (projections/postgres.py); while that
-connection is down, and on SQLite, it polls the checkpoints: a view found ahead of what
-this process knows counts as changed everywhere. Each (re)connection starts with a poll,
-so what was committed while nobody listened is not missed either.
+connection is down, and on SQLite, it polls each read model's change counter (moved by
+every apply, retry, skip and reset): a view whose counter moved counts as changed
+everywhere. Each (re)connection starts with a poll, so what was committed while nobody
+listened is not missed either. Views whose projection runs in this very process (`local`)
+are left out of polling: their changes are already on the feed, row by row.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Collection
 from typing import Any
 
 import asyncpg
@@ -41,11 +44,14 @@ class ReadModelWatcher:
         *,
         database_url: str | None = None,
         poll_interval: float = 0.1,
+        local: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self._store = read_store
         self._feed = feed
         self._url = database_url
         self._interval = poll_interval
+        self._local = local
+        self._seen: dict[str, int] = {}
         self._notices: asyncio.Queue[ReadModelNotice] = asyncio.Queue()
         self.listening = False
         """True while notifications are being received (False: polling)."""
@@ -61,12 +67,18 @@ class ReadModelWatcher:
             await self._poll_for(RECONNECT_AFTER if self._url is not None else None)
 
     async def poll(self) -> None:
-        """Publish a change to every row of each view whose checkpoint is ahead of the feed."""
-        for name in self._store.projections:
-            checkpoint = await self._store.load_checkpoint(name)
-            if checkpoint > self._feed.position(name):
-                await self._store.reload_parked(name)
-                await self._feed.publish(name, checkpoint, [RecordChanged(name, ALL_ROWS, 0)])
+        """Publish a change to every row of each view changed since the last poll (all of
+        them, the first time), but those whose projection runs in this process."""
+        local = self._local()
+        for name, (checkpoint, changes) in (await self._store.marks()).items():
+            if name not in self._store.projections or self._seen.get(name) == changes:
+                continue
+            self._seen[name] = changes
+            if name in local:
+                continue
+            await self._store.reload_parked(name)
+            change = RecordChanged(name, ALL_ROWS, checkpoint)
+            await self._feed.publish(name, checkpoint, [change])
 
     async def _poll_for(self, seconds: float | None) -> None:
         loop = asyncio.get_running_loop()
