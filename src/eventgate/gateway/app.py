@@ -38,7 +38,8 @@ Admission = tuple[Response | None, "Consumer | None", GatewayRoute | None, dict[
 
 
 class Gateway:
-    """The public front: in-process upstreams today, the same table for remote ones later."""
+    """The public front, before upstreams in this process (`up`) or remote ones reached over
+    HTTP (`serve gateway`: gateway/upstream.py); the checks are the same."""
 
     def __init__(
         self,
