@@ -84,7 +84,7 @@ async def test_migrate_records_each_schema_and_refuses_a_newer_one(
     for _ in range(2):  # the second run changes nothing
         migrated = eventgate("migrate", "--data", data, "--database-url", url)
         assert migrated.returncode == 0, migrated.stderr
-        for component in ("events", "functions", "idempotency", "read_models"):
+        for component in ("events", "functions", "idempotency", "keys", "processes", "read_models"):
             assert f"{component}" in migrated.stdout
         assert "is up to date" in migrated.stdout
     connection = await asyncpg.connect(url)

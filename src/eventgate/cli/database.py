@@ -37,7 +37,9 @@ from eventgate.commands.idempotency import PostgresIdempotencyStore
 from eventgate.config import DEFAULT_DATA_DIR, Settings, redact
 from eventgate.eventstore.postgres import PostgresEventStore
 from eventgate.eventstore.sqlite import SQLiteEventStore
-from eventgate.pgschema import schema_versions
+from eventgate.http.etags import KEY_BYTES
+from eventgate.pgschema import schema_versions, shared_key
+from eventgate.processes.registry import PostgresProcessRegistry
 
 __all__ = ["copy", "migrate"]
 
@@ -51,8 +53,8 @@ def migrate(
     app_option: AppOption = None,
 ) -> None:
     """Create or upgrade the schema of every store (events, read models, idempotency keys,
-    function state) in the PostgreSQL database, and show each component's version. Also
-    done on start; running it again changes nothing."""
+    function state, process registry, shared keys) in the PostgreSQL database, and show
+    each component's version. Also done on start; running it again changes nothing."""
     served = chosen_app(app_option, data=data)
     settings = settings_for(data, url)
     target = settings.database_url
@@ -71,6 +73,9 @@ async def _migrate(settings: Settings, url: str, served: App) -> dict[str, int]:
     try:
         idempotency = await PostgresIdempotencyStore.open(url)
         await idempotency.close()
+        registry = await PostgresProcessRegistry.open(url)
+        await registry.close()
+        await shared_key(url, "etag", KEY_BYTES)
         connection = await asyncpg.connect(url)
         try:
             return await schema_versions(connection)
