@@ -170,3 +170,24 @@ def test_the_config_file_names_the_app(tmp_path: Path) -> None:
         assert "app taskboard" in server.banner
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["commands", "projections"])
+def test_workers_that_cannot_start_stop_their_supervisor_with_one_line(
+    kind: str, tmp_path: Path
+) -> None:
+    """A wrong database URL under --workers 2: the workers' one-line error and exit 1, not a
+    restart loop; and the URL (with its password) never on a worker's command line."""
+    url = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere"
+    ports = ["--port", "0"] if kind == "commands" else []
+    args = ["serve", kind, "--workers", "2", "--data", str(tmp_path), *ports]
+    command = [sys.executable, "-m", "eventgate.cli", *args, "--database-url", url]
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert f"{kind} workers failed to start" in result.stderr
+    assert "restarting" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr

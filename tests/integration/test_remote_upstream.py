@@ -517,15 +517,22 @@ async def test_a_guarded_service_answers_the_token_only(net: Net) -> None:
         assert (await direct.get("/things", headers={INTERNAL_HEADER: TOKEN})).status_code == 201
     assert len(upstream.requests) == 1
 
-    # through RemoteUpstreams: the right token passes, a wrong or missing one is a 401 problem
+    # through RemoteUpstreams: the right token passes; a wrong or missing one is the
+    # deployment's mistake, not the client's: a 502 problem, not the service's 401
     right = await net.front(net.remote([guarded], internal_token=TOKEN))
     other = await net.front(net.remote([guarded], internal_token="another-token-0123456789"))
     none = await net.front(net.remote([guarded]))
     forged = {INTERNAL_HEADER: TOKEN}  # a client that knows the token still cannot send it
     assert (await right.post("/things", json={})).status_code == 201
-    assert_problem(await other.post("/things", json={}), 401)
-    assert_problem(await none.post("/things", json={}, headers=forged), 401)
+    assert_problem(await other.post("/things", json={}), 502)
+    assert_problem(await none.post("/things", json={}, headers=forged), 502)
     assert len(upstream.requests) == 2
+
+
+def test_a_url_that_is_not_a_service_url_is_refused() -> None:
+    for url in ("127.0.0.1:8001", "ftp://host/x", "http://"):
+        with pytest.raises(ValueError, match="not a service URL"):
+            RemoteUpstream([url])
 
 
 def test_a_short_token_or_no_url_is_refused() -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 import uvloop
 from rich.console import Console
+from rich.markup import escape
 
 from eventgate.app import App, load_app
 from eventgate.bootstrap import System, open_system
@@ -88,7 +89,7 @@ def checked(function: Callable[..., T], *args: Any) -> T:
 
 def fail(error: Exception) -> NoReturn:
     """Report `error` in one line on stderr and exit with code 1."""
-    err.print(f"[bold red]error:[/] {error}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
     raise typer.Exit(1) from None
 
 

@@ -235,17 +235,17 @@ def serve_functions(
         return
     argv = ["serve", "functions", "--data", str(data), "--workers", "1"]
     argv += ["--app", app_option] if app_option else []
-    argv += ["--database-url", url] if url else []
     argv += [arg for module in functions or [] for arg in ("--functions", module)]
     argv += ["--config", str(config)] if config is not None else []
-    run(lambda: supervise(argv, workers, "functions", None))
+    env = {"EVENTGATE_DATABASE_URL": url} if url else {}  # a command line is public
+    run(lambda: supervise(argv, workers, "functions", None, env))
 
 
 async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -> None:
     registry = await open_registry(settings)
     system = await open_system(settings, served)
-    worker = function_worker(system, chosen.functions, chosen.settings)
     membership = Membership(registry, ["functions"])
+    worker = function_worker(system, chosen.functions, chosen.settings, worker_id=membership.id)
     names = ", ".join(f.name for f in chosen.functions)
     out.print(f"eventgate functions worker {worker.id}: running {names}")
     try:

@@ -28,6 +28,7 @@ from eventgate.bootstrap import (
 )
 from eventgate.cli.common import (
     AppOption,
+    CliError,
     DatabaseUrl,
     DataDir,
     checked,
@@ -69,9 +70,13 @@ def _worker_argv(command: str, data: Path, app: str | None, url: str | None,
                  config: Path | None, extra: list[str]) -> list[str]:  # fmt: skip
     argv = ["serve", command, "--data", str(data), "--workers", "1", *extra]
     argv += ["--app", app] if app else []
-    argv += ["--database-url", url] if url else []
     argv += ["--config", str(config)] if config is not None else []
     return argv
+
+
+def _worker_env(url: str | None) -> dict[str, str]:
+    """The database URL for workers, through the environment: a command line is public."""
+    return {"EVENTGATE_DATABASE_URL": url} if url else {}
 
 
 # -- commands and queries ----------------------------------------------------------------
@@ -124,7 +129,7 @@ def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
         sock = listening_socket(host, port, fd)
         if workers > 1:
             out.print(f"eventgate {kind}: {workers} workers on {address(sock)}")
-            await supervise(argv, workers, kind, sock)
+            await supervise(argv, workers, kind, sock, _worker_env(url))
         else:
             await _service(kind, settings, served, gateway_config, token, sock)
 
@@ -176,7 +181,7 @@ def serve_projections(
     settings = settings_for(data, url, config)
     argv = _worker_argv("projections", data, app_option, url, config, [])
     if workers > 1:
-        run(lambda: supervise(argv, workers, "projections", None))
+        run(lambda: supervise(argv, workers, "projections", None, _worker_env(url)))
         return
     run(lambda: _projections(settings, served))
 
@@ -234,12 +239,15 @@ def serve_gateway(
         sock = listening_socket(host, port, fd)
         if workers > 1:
             out.print(f"eventgate gateway: {workers} workers on {address(sock)}")
-            await supervise(argv, workers, "gateway", sock)
+            await supervise(argv, workers, "gateway", sock, _worker_env(url))
             return
-        upstream = {
-            "commands": RemoteUpstream(commands, timeout=timeout, internal_token=token),
-            "queries": RemoteUpstream(queries, timeout=timeout, internal_token=token),
-        }
+        try:
+            upstream = {
+                "commands": RemoteUpstream(commands, timeout=timeout, internal_token=token),
+                "queries": RemoteUpstream(queries, timeout=timeout, internal_token=token),
+            }
+        except ValueError as e:
+            raise CliError(str(e)) from None
         front = gateway(served, gateway_config, {**upstream, "admin": upstream["commands"]})
         registry = await open_registry(settings)
         membership = Membership(registry, ["gateway"], address(sock))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -138,9 +139,24 @@ async def serve_http(
         await asyncio.gather(*helpers, return_exceptions=True)
 
 
-async def supervise(argv: list[str], workers: int, what: str, sock: socket.socket | None) -> None:
-    """Keep `workers` child processes (`eventgate argv...`) running until SIGINT/SIGTERM;
-    a child that dies is restarted. With `sock`, every child serves on that socket."""
+STARTUP_GRACE = 5.0
+"""Seconds within which a worker that exits with an error counts as failing to start."""
+_MAX_BACKOFF = 30.0
+
+
+async def supervise(
+    argv: list[str],
+    workers: int,
+    what: str,
+    sock: socket.socket | None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Keep `workers` child processes (`eventgate argv...`, with `env` added to this
+    environment: secrets never go on a command line) running until SIGINT/SIGTERM. A child
+    that dies is restarted, with backoff while it keeps dying; one that fails within
+    STARTUP_GRACE seconds with exit code 1 (eventgate's one-line errors: a bad database URL,
+    say) stops them all, and the supervisor exits with 1 too. With `sock`, every child serves
+    on that socket. Children are sent SIGTERM when the supervisor dies, however it dies."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -150,15 +166,31 @@ async def supervise(argv: list[str], workers: int, what: str, sock: socket.socke
     if sock is not None:
         command += ["--fd", str(sock.fileno())]
         fds = (sock.fileno(),)
-    await asyncio.gather(*(_keep_running(command, n, stopping, what, fds) for n in range(workers)))
+    environment = {**os.environ, **(env or {})}
+    failures = await asyncio.gather(
+        *(_keep_running(command, n, stopping, what, fds, environment) for n in range(workers))
+    )
+    if any(failures):
+        raise CliError(f"{what} workers failed to start (see above); stopped")
     out.print(f"eventgate {what} stopped cleanly")
 
 
 async def _keep_running(
-    command: list[str], n: int, stopping: asyncio.Event, what: str, fds: tuple[int, ...]
-) -> None:
+    command: list[str],
+    n: int,
+    stopping: asyncio.Event,
+    what: str,
+    fds: tuple[int, ...],
+    env: Mapping[str, str],
+) -> bool:
+    """Run worker `n` until stopping; True when it failed at start (then stopping is set)."""
+    loop = asyncio.get_running_loop()
+    backoff = 1.0
     while not stopping.is_set():
-        child = await asyncio.create_subprocess_exec(*command, pass_fds=fds)
+        started = loop.time()
+        child = await asyncio.create_subprocess_exec(
+            *command, pass_fds=fds, env=env, preexec_fn=_die_with_parent
+        )
         waiting = asyncio.create_task(child.wait())
         stop = asyncio.create_task(stopping.wait())
         await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -166,7 +198,22 @@ async def _keep_running(
             if child.returncode is None:
                 child.terminate()
             await waiting
-            return
+            return False
         stop.cancel()
-        err.print(f"{what} worker {n} (pid {child.pid}) exited with {child.returncode}; restarting")
-        await asyncio.sleep(1.0)
+        ran = loop.time() - started
+        if child.returncode == 1 and ran < STARTUP_GRACE:
+            stopping.set()
+            return True
+        backoff = 1.0 if ran > _MAX_BACKOFF else min(backoff * 2, _MAX_BACKOFF)
+        err.print(f"{what} worker {n} (pid {child.pid}) exited with {child.returncode};"
+                  f" restarting in {backoff:.0f} s")  # fmt: skip
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), backoff)
+    return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies (Linux prctl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

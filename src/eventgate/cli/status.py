@@ -64,8 +64,10 @@ def status(
         sys.stdout.write(json.dumps(found) + "\n")
         return
     now = time.time()
-    table = Table("process", "roles", "host", "pid", "address", "heartbeat", "leases",
-                  title="processes")  # fmt: skip
+    table = Table("process", "roles", "host", "pid", "address", "heartbeat",
+                  "projection leases", title="processes")  # fmt: skip
+    for column in table.columns[:5]:
+        column.overflow = "fold"  # ids and addresses whole, to copy them
     for p in found["processes"]:
         beat = f"{max(now - p['heartbeat'], 0):.1f}s ago"
         table.add_row(p["id"], ",".join(p["roles"]), p["host"], str(p["pid"]), p["address"],
@@ -77,8 +79,10 @@ def status(
     for row in found["projections"]:
         checkpoints.add_row("projection", row["name"], str(row["checkpoint"]), str(row["lag"]),
                             row["held_by"] or "-")  # fmt: skip
+    workers = [p["id"] for p in found["processes"] if "functions" in p["roles"]]
     for row in found["functions"]:
+        run_by = f"{len(workers)} worker(s), by partition" if workers else "-"
         checkpoints.add_row("function", row["name"], str(row["checkpoint"]), str(row["lag"]),
-                            "partitioned")  # fmt: skip
+                            run_by)  # fmt: skip
     out.print(checkpoints)
     out.print(f"head of the log: {found['head']}")

@@ -104,11 +104,15 @@ async def _up(
     if "projections" in roles:
         tasks.append(http.system.upsert.run())
     if functions is not None:
-        worker = function_worker(http.system, functions.functions, functions.settings)
+        worker = function_worker(
+            http.system, functions.functions, functions.settings, worker_id=membership.id
+        )
         tasks.append(worker.run())
+    elsewhere = [r for r in ("projections", "functions") if r not in roles]
     out.print(
         f"eventgate up: gateway on {address(sock)}"
         f" (app {served.name}, data in {settings.database_shown})"
+        + (f"; {' and '.join(elsewhere)} run elsewhere" if elsewhere else "")
     )
     try:
         await serve_http(http.gateway, sock, tasks)

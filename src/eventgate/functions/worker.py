@@ -37,6 +37,7 @@ class FunctionWorker:
         *,
         heartbeat: float = 1.0,
         ttl: float = 5.0,
+        worker_id: str | None = None,
         **runner_options: Any,
     ) -> None:
         names = [f.name for f in functions]
@@ -44,7 +45,7 @@ class FunctionWorker:
             raise ConfigError(f"two functions share a name: {sorted(names)}")
         if not 0 < heartbeat < ttl:
             raise ConfigError("a worker needs 0 < heartbeat < ttl")
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid_utils.uuid4().hex[:8]}"
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid_utils.uuid4().hex[:8]}"
         self.functions = list(functions)
         self._services = services
         self._heartbeat = heartbeat

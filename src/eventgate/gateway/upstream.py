@@ -5,16 +5,20 @@ timeout on every request, and the base URLs tried in turn. A request is retried 
 next URL only when that cannot apply it twice: when the connection was never made (nothing
 was sent), or when the request is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, or any
 request with an Idempotency-Key, which the command service answers once). A status code
-is an answer and is passed on as is; only transport failures are retried, ending in 502
-(or 504 on a timeout). The gateway has already bounded the body and set X-Request-ID and
-the consumer header; they are passed on with the rest of the request's end-to-end headers.
+is an answer and is passed on as is (but a 401: the services answer it only to a request
+without the right internal token, a configuration error, so it becomes a 502 and a log
+line); only transport failures are retried, ending in 502 (or 504 if any attempt timed
+out), each logged with the request id. The gateway has already bounded the body and set
+X-Request-ID and the consumer header; they are passed on with the other end-to-end headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.types import Message, Receive, Scope, Send
@@ -32,6 +36,7 @@ _HOP_BY_HOP = frozenset(
 _RESPONSE_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
 """Hop-by-hop headers, and those the gateway's own server sets."""
 _BACKOFF = 0.05
+_log = logging.getLogger(__name__)
 
 
 class RemoteUpstream:
@@ -48,6 +53,10 @@ class RemoteUpstream:
     ) -> None:
         if not urls:
             raise ValueError("an upstream needs at least one URL")
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{url!r} is not a service URL like http://10.0.0.5:8001")
         self.urls = [url.rstrip("/") for url in urls]
         self._turn = itertools.cycle(range(len(self.urls)))
         self._retries = retries
@@ -78,24 +87,36 @@ class RemoteUpstream:
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         first = next(self._turn)
-        failure = "unreachable"
+        failure = ""
+        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         for attempt in range(self._retries + 1):
             url = self.urls[(first + attempt) % len(self.urls)]
             request = self._client.build_request(method, url + target, headers=headers,
                                                  content=body)  # fmt: skip
             try:
                 response = await self._client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
-                failure = "unreachable"  # nothing was sent: safe to try the next one
-            except httpx.TimeoutException:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+                failure = failure or "unreachable"  # nothing was sent: try the next one
+                _log.warning("%s %s: %s unreachable (%s)", method, request_id, url, _why(e))
+            except httpx.TimeoutException as e:
                 failure = "timeout"
+                _log.warning("%s %s: %s did not answer in time (%s)", method, request_id,
+                             url, _why(e))  # fmt: skip
                 if not idempotent:
                     break
-            except httpx.TransportError:
-                failure = "broken"
+            except httpx.TransportError as e:
+                failure = "broken" if failure != "timeout" else failure
+                _log.warning("%s %s: %s broke off (%s)", method, request_id, url, _why(e))
                 if not idempotent:
                     break
             else:
+                if response.status_code == 401:  # the services answer 401 to one thing only
+                    await response.aclose()
+                    _log.error("%s refused the gateway: is EVENTGATE_INTERNAL_TOKEN the same"
+                               " for every process?", url)  # fmt: skip
+                    answer = problem(502, "the service behind the gateway refused it")
+                    await answer(scope, receive, send)
+                    return
                 await _relay(response, send)
                 return
             if attempt < self._retries:
@@ -125,6 +146,10 @@ class RemoteUpstream:
         if self._token is not None:
             headers.append((INTERNAL_HEADER, self._token))
         return headers
+
+
+def _why(error: Exception) -> str:
+    return str(error) or type(error).__name__
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -64,14 +64,23 @@ def parse_etags(header: str) -> list[str] | None:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The data directory's ETag key, generated once (readable by the owner only)."""
-    if path.exists():
-        key = path.read_bytes()
-        if len(key) != KEY_BYTES:
-            raise ConfigError(f"{path} does not hold a {KEY_BYTES}-byte key")
-        return key
-    key = AESSIV.generate_key(KEY_BYTES * 8)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(key)
+    """The data directory's ETag key, generated once (readable by the owner only). Processes
+    starting together agree on one key: each writes its candidate to a file of its own and
+    links it into place, which only the first can do; the others read the winner's."""
+    if not path.exists():
+        candidate = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(AESSIV.generate_key(KEY_BYTES * 8))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(candidate, path)  # atomic, and fails if another process got there first
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"{path} does not hold a {KEY_BYTES}-byte key")
     return key

@@ -113,6 +113,8 @@ class UpsertService:
                 stopped = [running.pop(name) for name in sorted(set(running) - keep)]
                 for task in stopped:
                     task.cancel()
+                for name in sorted(self.held - keep):
+                    _log.info("projection %s: lease given up by %s", name, membership.id)
                 await asyncio.gather(*stopped, return_exceptions=True)
                 for name in sorted(keep - set(running)):
                     projection = self._read_store.projections[name]
