@@ -2,10 +2,12 @@
 no schema-valid request rejected, no schema-violating one accepted, no undocumented status,
 content type or response shape, in the coverage, fuzzing and stateful phases. What JSON Schema
 cannot say (opaque ETags and cursors, 410 after a logical delete) is allowed narrowly in
-tests/e2e/schemathesis.toml."""
+tests/e2e/schemathesis.toml. The fuzzer reads its own writes as the docs tell clients to, with
+the newest Consistency-Token (tests/e2e/schemathesis_hooks.py)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +50,7 @@ def test_the_openapi_document_of_every_app_cannot_be_faulted(tmp_path: Path, app
             text=True,
             timeout=600,
             cwd=ROOT,
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"},
         )
     finally:
         code, _, stderr = server.stop()

@@ -32,6 +32,9 @@ class Load:
         self.url = url
         self.names: dict[str, str] = {}
         self.stock: Counter[str] = Counter()
+        self.unknown: Counter[str] = Counter()
+        """Stock of check-ins whose outcome the client never learned (a 502 or a broken
+        connection while the command service died: applied or not, both are correct)."""
         self.accepted = 0
         self.failed = 0
         self.stopping = asyncio.Event()
@@ -55,10 +58,16 @@ class Load:
                 self.accepted += 1
                 url = f"/api/inventory-items/{item}"
                 for count in (2, 3):
-                    added = await client.post(url, json={"count": count}, headers=CHECK_IN)
+                    try:
+                        added = await client.post(url, json={"count": count}, headers=CHECK_IN)
+                    except httpx.HTTPError:
+                        self.unknown[item] += count
+                        raise
                     if added.status_code == 202:
                         self.stock[item] += count
                         self.accepted += 1
+                    elif added.status_code in (502, 504):
+                        self.unknown[item] += count
                 token = {"Consistency-Token": created.headers["Consistency-Token"]}
                 await client.get(url, headers=token)  # load on the query side too
             except httpx.HTTPError:
@@ -135,7 +144,9 @@ async def test_kill_9_of_one_process_loses_nothing(
                 assert got.headers["Consistency-Status"] == "current"
                 body = got.json()
                 assert body["name"] == expected
-                assert body["currentCount"] == load.stock[item], (item, body)  # once each
+                # each acknowledged check-in once (twice would show), unanswered ones at most once
+                low, high = load.stock[item], load.stock[item] + load.unknown[item]
+                assert low <= body["currentCount"] <= high, (item, body, low, high)
         await functions_saw_every_event(dsn, tmp_path / "audit.jsonl")
     finally:
         for component, (code, _, stderr) in (await asyncio.to_thread(deployment.stop_all)).items():
