@@ -194,8 +194,10 @@ async def open_cipher(settings: Settings, config: GatewayConfig) -> ETagCipher:
     else the database's (created once), else the data directory's `etag.key`."""
     if config.etag_key_hex:
         return ETagCipher(bytes.fromhex(config.etag_key_hex))
-    if settings.database_url is not None:
-        return ETagCipher(await shared_key(settings.database_url, "etag", KEY_BYTES))
+    if settings.database_url is not None:  # a key this data directory had is kept
+        path = settings.data_dir / "etag.key"
+        seed = path.read_bytes() if path.is_file() else None
+        return ETagCipher(await shared_key(settings.database_url, "etag", KEY_BYTES, seed))
     return ETagCipher(load_or_create_key(settings.data_dir / "etag.key"))
 
 

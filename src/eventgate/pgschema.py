@@ -64,8 +64,9 @@ CREATE TABLE IF NOT EXISTS eventgate_keys (
 """
 
 
-async def shared_key(dsn: str, name: str, size: int) -> bytes:
-    """The secret `name` that every process on this database shares, made once (random)."""
+async def shared_key(dsn: str, name: str, size: int, seed: bytes | None = None) -> bytes:
+    """The secret `name` that every process on this database shares, made once: `seed` if
+    given (a key the deployment already used), else random."""
     try:
         connection = await asyncpg.connect(dsn)
     except (OSError, asyncpg.PostgresError) as e:
@@ -76,7 +77,7 @@ async def shared_key(dsn: str, name: str, size: int) -> bytes:
             await connection.execute(
                 "INSERT INTO eventgate_keys (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 name,
-                secrets.token_bytes(size),
+                seed if seed is not None and len(seed) == size else secrets.token_bytes(size),
             )
             key: bytes = await connection.fetchval(
                 "SELECT value FROM eventgate_keys WHERE name = $1", name

@@ -116,6 +116,36 @@ class ReadStoreContract:
         assert (parked.stream_id, parked.position, parked.event_type) == ("a", 2, "Broken")
         assert parked.events == 2 and "ValueError: not yet" in parked.error
 
+    async def test_a_stream_parked_by_another_process_stays_parked_here(
+        self, store: ReadStore, tmp_path: Path
+    ) -> None:
+        """The table decides, not a process's copy of it: a second store on the same data
+        (opened before the stream was parked: a lease handed over, a rebuild elsewhere) parks
+        the stream's later events too, in order, instead of applying them past the gap."""
+        other = await self.open_store(tmp_path, [counters()])
+        try:
+            view = store.projection("counters")
+            await store.apply(
+                view, Delivery(0, 2, [recorded(1, "a", n=1), recorded(2, "a", "Broken")])
+            )
+            assert other.parked("counters") == frozenset()  # it has not heard of it
+            await other.apply(view, Delivery(2, 3, [recorded(3, "a", n=10)]))
+            assert (await other.get(view, "a") or {})["total"] == 1
+            assert other.parked("counters") == {"a"}
+            [parked] = await other.parked_streams("counters")
+            assert (parked.position, parked.events) == (2, 2)
+            # and the other way round: unparked elsewhere, applied here again
+            FIXED["on"] = True
+            assert await store.request("counters", "a", RETRY) == 1
+            events = [recorded(2, "a", "Broken"), recorded(3, "a", n=10)]
+            await store.retry(view, "a", events, skip=False)
+            assert store.parked("counters") == frozenset()
+            await other.apply(view, Delivery(3, 4, [recorded(4, "a", n=100)]))
+            assert (await other.get(view, "a") or {})["total"] == 111
+            assert other.parked("counters") == frozenset()
+        finally:
+            await other.close()
+
     async def test_a_row_a_column_cannot_hold_parks_the_stream(self, store: ReadStore) -> None:
         view = store.projection("counters")
         events = [recorded(1, "a", n=1), recorded(2, "a", "Poison"), recorded(3, "b", n=3)]

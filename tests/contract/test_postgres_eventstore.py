@@ -10,7 +10,7 @@ import pytest
 
 from eventgate.eventstore import EventStore, Upcasters
 from eventgate.eventstore.postgres import PostgresEventStore
-from tests.contract.eventstore_contract import EventStoreContract
+from tests.contract.eventstore_contract import EventStoreContract, new
 from tests.postgres import database_for
 
 
@@ -55,3 +55,31 @@ async def test_concurrent_subscribers_share_one_listen_connection(
             await subscription.aclose()  # type: ignore[attr-defined]
     finally:
         await store.close()
+
+
+async def test_two_writers_on_hot_streams_keep_versions_in_position_order(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """Two stores (two processes' worth of flushers) appending to the same few streams: no
+    append fails (no deadlock between batches), and in every stream the positions follow the
+    versions (a reader of the global order meets version n before n + 1)."""
+    dsn = await database_for(postgres_dsn, str(tmp_path), "h")
+    stores = [await PostgresEventStore.open(dsn) for _ in range(2)]
+    try:
+
+        async def writer(n: int) -> None:
+            store = stores[n % 2]
+            for i in range(15):
+                await store.append(f"hot-{(n + i) % 3}", [new(writer=n, i=i)])
+
+        await asyncio.gather(*(writer(n) for n in range(32)))
+        events = await stores[0].read_all(limit=10_000)
+        assert len(events) == 32 * 15
+        for event in events:  # each event in the stream it was appended to
+            assert event.stream_id == f"hot-{(event.data['writer'] + event.data['i']) % 3}"
+        for stream in ("hot-0", "hot-1", "hot-2"):
+            versions = [e.stream_version for e in events if e.stream_id == stream]
+            assert versions == list(range(1, len(versions) + 1)), stream
+    finally:
+        for store in stores:
+            await store.close()

@@ -253,4 +253,4 @@ async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -
     finally:
         await system.close()
         await registry.close()
-        out.print(f"eventgate functions worker {worker.id} stopped cleanly")
+    out.print(f"eventgate functions worker {worker.id} stopped cleanly")

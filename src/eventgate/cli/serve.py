@@ -139,7 +139,11 @@ def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
 async def _service(kind: str, settings: Settings, served: App, config: GatewayConfig,
                    token: str | None, sock: socket.socket) -> None:  # fmt: skip
     registry = await open_registry(settings)
-    system = await open_system(settings, served)
+    try:
+        system = await open_system(settings, served)
+    except BaseException:
+        await registry.close()
+        raise
     idempotency = None
     try:
         cipher = await open_cipher(settings, config)
@@ -159,7 +163,7 @@ async def _service(kind: str, settings: Settings, served: App, config: GatewayCo
             await idempotency.close()
         await system.close()
         await registry.close()
-        out.print(f"eventgate {kind} stopped cleanly")
+    out.print(f"eventgate {kind} stopped cleanly")
 
 
 # -- projections ---------------------------------------------------------------------------
@@ -189,7 +193,11 @@ def serve_projections(
 async def _projections(settings: Settings, served: App) -> None:
     registry = await open_registry(settings)
     membership = Membership(registry, ["projections"])
-    system = await open_system(settings, served, membership)
+    try:
+        system = await open_system(settings, served, membership)
+    except BaseException:
+        await registry.close()
+        raise
     names = ", ".join(p.name for p in served.projections)
     out.print(f"eventgate projections {membership.id}: {names} (data in {settings.database_shown})")
     try:
@@ -197,7 +205,7 @@ async def _projections(settings: Settings, served: App) -> None:
     finally:
         await system.close()
         await registry.close()
-        out.print(f"eventgate projections {membership.id} stopped cleanly")
+    out.print(f"eventgate projections {membership.id} stopped cleanly")
 
 
 # -- gateway -------------------------------------------------------------------------------
@@ -249,16 +257,19 @@ def serve_gateway(
         except ValueError as e:
             raise CliError(str(e)) from None
         front = gateway(served, gateway_config, {**upstream, "admin": upstream["commands"]})
-        registry = await open_registry(settings)
-        membership = Membership(registry, ["gateway"], address(sock))
+        # registered where the others are: the database, or a data directory that exists
+        registered = settings.database_url is not None or settings.data_dir.is_dir()
+        registry = await open_registry(settings) if registered else None
+        tasks = [] if registry is None else [Membership(registry, ["gateway"], address(sock)).run()]
         out.print(f"eventgate gateway: {address(sock)} -> commands {', '.join(commands)};"
                   f" queries {', '.join(queries)}")  # fmt: skip
         try:
-            await serve_http(front, sock, [membership.run()])
+            await serve_http(front, sock, tasks)
         finally:
             for remote in upstream.values():
                 await remote.aclose()
-            await registry.close()
-            out.print("eventgate gateway stopped cleanly")
+            if registry is not None:
+                await registry.close()
+        out.print("eventgate gateway stopped cleanly")
 
     run(main)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 INTERNAL_TOKEN_ENV = "EVENTGATE_INTERNAL_TOKEN"
+_log = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -101,7 +103,8 @@ async def run_until_stopped(
     running = asyncio.create_task(main())
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, running.cancel)
-    helpers = [asyncio.create_task(task) for task in tasks]
+    failed: list[BaseException] = []
+    helpers = [_watched(task, failed, running.cancel) for task in tasks]
     try:
         await running
     except asyncio.CancelledError:
@@ -110,6 +113,8 @@ async def run_until_stopped(
         for task in helpers:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
+    if failed:
+        raise CliError(f"stopped: a part of this process failed: {failed[0]!r}")
 
 
 async def serve_http(
@@ -128,15 +133,41 @@ async def serve_http(
         )
     )
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        server.should_exit = True
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
-    helpers = [asyncio.create_task(task) for task in tasks]
+        loop.add_signal_handler(signum, stop)
+    failed: list[BaseException] = []
+    helpers = [_watched(task, failed, stop) for task in tasks]
     try:
         await server.serve(sockets=[sock])
     finally:
         for task in helpers:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
+    if failed:
+        raise CliError(f"stopped: a part of this process failed: {failed[0]!r}")
+
+
+def _watched(
+    work: Coroutine[Any, Any, None], failed: list[BaseException], stop: Callable[[], Any]
+) -> asyncio.Task[None]:
+    """`work` as a task that, should it fail, is logged and stops the whole process (which
+    its supervisor restarts): never a part silently dead while the rest serves on."""
+    task = asyncio.create_task(work)
+
+    def done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            assert error is not None
+            _log.error("a part of this process failed; stopping", exc_info=error)
+            failed.append(error)
+            stop()
+
+    task.add_done_callback(done)
+    return task
 
 
 STARTUP_GRACE = 5.0
@@ -204,11 +235,12 @@ async def _keep_running(
         if child.returncode == 1 and ran < STARTUP_GRACE:
             stopping.set()
             return True
-        backoff = 1.0 if ran > _MAX_BACKOFF else min(backoff * 2, _MAX_BACKOFF)
+        delay = 1.0 if ran > _MAX_BACKOFF else backoff  # 1 s, then doubling while it keeps dying
+        backoff = min(delay * 2, _MAX_BACKOFF)
         err.print(f"{what} worker {n} (pid {child.pid}) exited with {child.returncode};"
-                  f" restarting in {backoff:.0f} s")  # fmt: skip
+                  f" restarting in {delay:.0f} s")  # fmt: skip
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), backoff)
+            await asyncio.wait_for(stopping.wait(), delay)
     return False
 
 

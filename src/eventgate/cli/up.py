@@ -119,4 +119,4 @@ async def _up(
     finally:
         await http.close()
         await registry.close()
-        out.print("eventgate stopped cleanly")
+    out.print("eventgate stopped cleanly")

@@ -65,16 +65,21 @@ CREATE OR REPLACE FUNCTION eventgate_append(
     p_streams text[], p_expected integer[], p_sizes integer[], p_time timestamptz,
     p_ids text[], p_types text[], p_schemas integer[], p_data text[], p_metadata text[]
 ) RETURNS TABLE (outcome text, version integer, first_position bigint) AS $$
+-- Versions are read before the transaction id is taken (see eventgate_append_fast).
 DECLARE
-    tx bigint := pg_current_xact_id()::text::bigint << 20;
+    tx bigint;
+    known jsonb;
     base integer := 0;   -- events of this transaction so far: the index part of positions
     first integer := 1;  -- where the i-th append's events start in the flat arrays
     v integer;
     violated text;
 BEGIN
+    SELECT COALESCE(jsonb_object_agg(stream_id, top), '{}'::jsonb) INTO known
+        FROM (SELECT stream_id, MAX(stream_version) AS top FROM eventgate_events
+              WHERE stream_id = ANY(p_streams) GROUP BY stream_id) AS current;
+    tx := pg_current_xact_id()::text::bigint << 20;
     FOR i IN 1 .. COALESCE(array_length(p_streams, 1), 0) LOOP
-        SELECT COALESCE(MAX(stream_version), 0) INTO v
-            FROM eventgate_events WHERE stream_id = p_streams[i];
+        v := COALESCE((known ->> p_streams[i])::integer, 0);
         IF p_expected[i] IS NOT NULL AND v <> p_expected[i] THEN
             RETURN QUERY SELECT 'conflict'::text, v, NULL::bigint;
         ELSE
@@ -87,6 +92,7 @@ BEGIN
                 FROM generate_series(1, p_sizes[i]) AS g;
                 RETURN QUERY SELECT 'ok'::text, v, tx + base;
                 base := base + p_sizes[i];
+                known := jsonb_set(known, ARRAY[p_streams[i]], to_jsonb(v + p_sizes[i]));
             EXCEPTION WHEN unique_violation THEN
                 GET STACKED DIAGNOSTICS violated = CONSTRAINT_NAME;
                 RETURN QUERY SELECT CASE WHEN violated = 'eventgate_events_stream_version'
@@ -105,8 +111,13 @@ CREATE OR REPLACE FUNCTION eventgate_append_fast(
 -- eventgate_append without a subtransaction per append: versions of all the streams in one
 -- query, every event in one INSERT. A unique violation (a race on a version, a duplicate id)
 -- fails the whole call; the caller then runs the batch again through eventgate_append.
+--
+-- The transaction id (the positions) is taken only after the versions are read: a stream's
+-- next version is then always in a transaction whose id is above that of the version it
+-- follows (that one had committed, so had its id, before the read), so positions never
+-- disagree with versions in one stream.
 DECLARE
-    tx bigint := pg_current_xact_id()::text::bigint << 20;
+    tx bigint;
     known jsonb;
     base integer := 0;
     first integer := 1;
@@ -122,6 +133,7 @@ BEGIN
     SELECT COALESCE(jsonb_object_agg(stream_id, top), '{}'::jsonb) INTO known
         FROM (SELECT stream_id, MAX(stream_version) AS top FROM eventgate_events
               WHERE stream_id = ANY(p_streams) GROUP BY stream_id) AS current;
+    tx := pg_current_xact_id()::text::bigint << 20;
     FOR i IN 1 .. COALESCE(array_length(p_streams, 1), 0) LOOP
         v := COALESCE((known ->> p_streams[i])::integer, 0);
         IF p_expected[i] IS NOT NULL AND v <> p_expected[i] THEN
@@ -170,6 +182,7 @@ APPEND_FAST = (
 (ids, types, schema versions, data, metadata) flat, in append order. One row per append."""
 _BATCH_EVENTS = 1000
 _FLUSHERS = 4
+_DEADLOCK_RETRIES = 3
 
 
 @dataclass(eq=False)
@@ -270,6 +283,7 @@ class PostgresEventStore:
         a unique constraint fail it (a race on a version, a duplicate event id), the batch
         runs again through `eventgate_append`: each append in its own subtransaction, so
         only the offending one fails."""
+        batch.sort(key=lambda p: p.stream_id)  # first: one lock order for every writer (stable)
         time = datetime.now(UTC)
         flat: tuple[list[Any], ...] = ([], [], [], [], [])
         for pending in batch:
@@ -278,12 +292,18 @@ class PostgresEventStore:
         streams = [p.stream_id for p in batch]
         arguments = (streams, [p.expected for p in batch], [len(p.events) for p in batch],
                      time, *flat)  # fmt: skip
+        distinct = len(set(streams)) == len(streams)
         async with self._pool.acquire() as connection:  # one statement: its own transaction
-            try:
-                distinct = len(set(streams)) == len(streams)
-                rows = await connection.fetch(APPEND_FAST, *arguments, distinct)
-            except asyncpg.UniqueViolationError:
-                rows = await connection.fetch(APPEND, *arguments)
+            for attempt in range(_DEADLOCK_RETRIES + 1):
+                try:
+                    rows = await connection.fetch(APPEND_FAST, *arguments, distinct)
+                    break
+                except asyncpg.UniqueViolationError:
+                    rows = await connection.fetch(APPEND, *arguments)
+                    break
+                except asyncpg.DeadlockDetectedError:  # rolled back whole: safe to run again
+                    if attempt == _DEADLOCK_RETRIES:
+                        raise
         if len(rows) != len(batch):
             raise EventStoreError(f"eventgate_append answered {len(rows)} of {len(batch)}")
         return [(r["outcome"], r["version"], r["first_position"], time) for r in rows]

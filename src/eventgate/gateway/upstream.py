@@ -3,13 +3,14 @@
 One pooled `httpx.AsyncClient` per upstream (keep-alive connections, a bounded pool), a
 timeout on every request, and the base URLs tried in turn. A request is retried on the
 next URL only when that cannot apply it twice: when the connection was never made (nothing
-was sent), or when the request is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, or any
-request with an Idempotency-Key, which the command service answers once). A status code
-is an answer and is passed on as is (but a 401: the services answer it only to a request
-without the right internal token, a configuration error, so it becomes a 502 and a log
-line); only transport failures are retried, ending in 502 (or 504 if any attempt timed
-out), each logged with the request id. The gateway has already bounded the body and set
-X-Request-ID and the consumer header; they are passed on with the other end-to-end headers.
+was sent), or when the request only reads (GET, HEAD, OPTIONS) or carries an
+Idempotency-Key (which the command service answers once). PUT and DELETE are commands
+here, and a command run twice appends twice: without a key they are not retried once sent.
+A status code is an answer and is passed on as is, but a 401: the services answer it only
+to a request without the right internal token (a configuration error), so it becomes a 502
+and a log line. Only transport failures are retried, ending in 502 (or 504 if any attempt
+timed out), each logged with the request id. The gateway has already bounded the body and
+set X-Request-ID and the consumer header; they go on with the other end-to-end headers.
 """
 
 from __future__ import annotations
@@ -24,17 +25,21 @@ import httpx
 from starlette.types import Message, Receive, Scope, Send
 
 from eventgate.gateway.internal import INTERNAL_HEADER
+from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
 
 __all__ = ["IDEMPOTENT_METHODS", "RemoteUpstream"]
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods retried after a request was sent. Not PUT and DELETE: eventgate maps them to
+commands, and each run of a command appends; with an Idempotency-Key any method is."""
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
      b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length"}
 )  # fmt: skip
 _RESPONSE_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
 """Hop-by-hop headers, and those the gateway's own server sets."""
+_GATEWAY_HEADERS = frozenset({CONSUMER_HEADER.encode(), REQUEST_ID_HEADER.encode()})
 _BACKOFF = 0.05
 _log = logging.getLogger(__name__)
 
@@ -134,6 +139,7 @@ class RemoteUpstream:
             if k == b"connection"
             for token in v.decode("latin-1").split(",")
         }
+        named -= _GATEWAY_HEADERS  # a client cannot have the gateway's own headers dropped
         dropped = _HOP_BY_HOP | named | {INTERNAL_HEADER.encode()}
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))

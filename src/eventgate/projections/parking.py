@@ -14,10 +14,12 @@ These functions run on the read store's writer thread, inside its transactions.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eventgate.eventstore.model import RecordedEvent
+from eventgate.sqlitefile import in_chunks
 
 __all__ = [
     "PARKED_SCHEMA",
@@ -107,6 +109,19 @@ def parked_streams(connection: sqlite3.Connection, projection: str | None) -> li
         found.append(
             ParkedStream(name, stream, first, event_type, error or "", count, parked_at, wanted)
         )
+    return found
+
+
+def parked_among(connection: sqlite3.Connection, projection: str, keys: Iterable[str]) -> set[str]:
+    """Which of the streams `keys` `projection` has parked, as the table says now."""
+    found: set[str] = set()
+    for chunk, marks in in_chunks(keys):
+        rows = connection.execute(
+            f"SELECT DISTINCT stream_id FROM projection_parked WHERE projection = ?"
+            f" AND stream_id IN ({marks})",
+            (projection, *chunk),
+        )
+        found.update(stream for (stream,) in rows)
     return found
 
 

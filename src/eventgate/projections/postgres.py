@@ -74,12 +74,13 @@ class ReadModelNotice:
 
     view: str
     position: int
+    changes: int  # the view's change counter after this transaction: a gap means a miss
     keys: list[str] | None  # None: any row may have changed
     parked: bool  # the view's parked streams changed
 
     def payload(self) -> str:
-        body = {"view": self.view, "position": self.position, "keys": self.keys,
-                "parked": self.parked}  # fmt: skip
+        body = {"view": self.view, "position": self.position, "changes": self.changes,
+                "keys": self.keys, "parked": self.parked}  # fmt: skip
         encoded = orjson.dumps(body)
         if len(encoded) > _MAX_NOTICE:  # bytes, as PostgreSQL counts them
             encoded = orjson.dumps({**body, "keys": None})
@@ -88,7 +89,7 @@ class ReadModelNotice:
     @classmethod
     def parse(cls, payload: str) -> ReadModelNotice:
         body = orjson.loads(payload)
-        return cls(body["view"], body["position"], body["keys"], body["parked"])
+        return cls(body["view"], body["position"], body["changes"], body["keys"], body["parked"])
 
 
 async def _notify(connection: Connection, notice: ReadModelNotice) -> None:
@@ -165,7 +166,6 @@ class PostgresReadStore(KnownProjections):
 
     async def apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
         """Apply `delivery` and move the checkpoint in one transaction (compare-and-set)."""
-        parked = set(self._parked[projection.name])
         async with self._pool.acquire() as connection, connection.transaction():
             checkpoint = await _locked_checkpoint(connection, projection.name)
             if checkpoint != delivery.after:
@@ -173,23 +173,29 @@ class PostgresReadStore(KnownProjections):
                     f"projection {projection.name} is at {checkpoint}, not {delivery.after}"
                 )
             keys = {event.stream_id for event in delivery.events}
+            # the table decides, not this process's copy: another process may have parked
+            # or unparked these streams (a lease moved, an operator's retry)
+            parked = await _parked_among(connection, projection.name, keys)
+            before = set(parked)
             stored = await self._get_many(connection, projection, keys)
             folded = fold(projection, delivery.events, stored, parked)
             await self._upsert(connection, projection, folded.changed.values())
             for event, error in folded.parked:
                 await _park(connection, projection.name, event, error)
-            await connection.execute(
+            changes = await connection.fetchval(
                 "UPDATE eventgate_projection_checkpoints SET position = $2, changes = changes + 1"
-                " WHERE name = $1",
+                " WHERE name = $1 RETURNING changes",
                 projection.name,
                 delivery.position,
             )
             changed = list(folded.changed)
             notice = ReadModelNotice(
-                projection.name, delivery.position, changed, bool(folded.parked)
+                projection.name, delivery.position, changes, changed, bool(folded.parked)
             )
             await _notify(connection, notice)
-        self._parked[projection.name] = parked
+        known = self._parked[projection.name]
+        known.difference_update(keys - before)
+        known.update(parked)
         return [
             RecordChanged(projection.name, key, row["_position"])
             for key, row in folded.changed.items()
@@ -202,15 +208,15 @@ class PostgresReadStore(KnownProjections):
             await connection.execute(f"DROP TABLE IF EXISTS {_table(projection)}")
             for statement in _table_sql(projection):
                 await connection.execute(statement)
-            await connection.execute(
+            changes = await connection.fetchval(
                 "UPDATE eventgate_projection_checkpoints SET position = 0, changes = changes + 1"
-                " WHERE name = $1",
+                " WHERE name = $1 RETURNING changes",
                 projection.name,
             )
             await connection.execute(
                 "DELETE FROM eventgate_projection_parked WHERE projection = $1", projection.name
             )
-            await _notify(connection, ReadModelNotice(projection.name, 0, None, True))
+            await _notify(connection, ReadModelNotice(projection.name, 0, changes, None, True))
         self._parked[projection.name] = set()
 
     async def _upsert(
@@ -270,11 +276,12 @@ class PostgresReadStore(KnownProjections):
             left = await _parked_positions(connection, projection.name, stream_id)
             if left and replayed.failed is None:
                 await _request(connection, projection.name, stream_id, RETRY)
-            await connection.execute(
-                "UPDATE eventgate_projection_checkpoints SET changes = changes + 1 WHERE name = $1",
+            changes = await connection.fetchval(
+                "UPDATE eventgate_projection_checkpoints SET changes = changes + 1"
+                " WHERE name = $1 RETURNING changes",
                 projection.name,
             )
-            notice = ReadModelNotice(projection.name, checkpoint, [stream_id], True)
+            notice = ReadModelNotice(projection.name, checkpoint, changes, [stream_id], True)
             await _notify(connection, notice)
         if not left:
             self._parked[projection.name].discard(stream_id)
@@ -328,8 +335,9 @@ class PostgresReadStore(KnownProjections):
         async with self._pool.acquire() as connection, connection.transaction():
             await ensure_schema(connection, "read_models", SCHEMA_VERSION, _SCHEMA)
             found = await connection.fetchval(
-                "SELECT count(*) FROM information_schema.columns"
-                " WHERE table_name = 'eventgate_projection_checkpoints' AND column_name = 'changes'"
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema ="
+                " current_schema() AND table_name = 'eventgate_projection_checkpoints'"
+                " AND column_name = 'changes'"
             )
             if not found:  # version 1 -> 2
                 await connection.execute(
@@ -383,6 +391,17 @@ async def _park(
         projection, event.stream_id, event.position, event.type, error,
         datetime.now(UTC).isoformat(timespec="seconds"),
     )  # fmt: skip
+
+
+async def _parked_among(connection: Connection, projection: str, keys: set[str]) -> set[str]:
+    """Which of the streams `keys` `projection` has parked, as the table says now."""
+    rows = await connection.fetch(
+        "SELECT DISTINCT stream_id FROM eventgate_projection_parked"
+        " WHERE projection = $1 AND stream_id = ANY($2::text[])",
+        projection,
+        list(keys),
+    )
+    return {row["stream_id"] for row in rows}
 
 
 async def _parked_positions(connection: Connection, projection: str, stream_id: str) -> list[int]:

@@ -110,15 +110,20 @@ class SQLiteReadStore(KnownProjections):
                 raise StaleCheckpoint(
                     f"projection {projection.name} is at {checkpoint}, not {delivery.after}"
                 )
-            parked = set(self._parked[projection.name])
             keys = {event.stream_id for event in delivery.events}
+            # the table decides, not this process's copy: another process may have parked
+            # or unparked these streams (a lease moved, an operator's retry)
+            parked = parking.parked_among(connection, projection.name, keys)
+            before = set(parked)
             stored = self._get_many(connection, projection, keys)
             folded = fold(projection, delivery.events, stored, parked)
             self._upsert(connection, projection, folded.changed.values())
             for event, error in folded.parked:
                 parking.park(connection, projection.name, event, error)
             _set_checkpoint(connection, projection.name, delivery.position)
-        self._parked[projection.name] = parked
+        known = self._parked[projection.name]
+        known.difference_update(keys - before)
+        known.update(parked)
         return [
             RecordChanged(projection.name, key, row["_position"])
             for key, row in folded.changed.items()
@@ -266,9 +271,14 @@ class SQLiteReadStore(KnownProjections):
         connection.executescript(_CHECKPOINTS)
         found = {r[1] for r in connection.execute("PRAGMA table_info(projection_checkpoints)")}
         if "changes" not in found:  # a read store from before the change counter
-            connection.execute(
-                "ALTER TABLE projection_checkpoints ADD COLUMN changes INTEGER NOT NULL DEFAULT 0"
-            )
+            try:
+                connection.execute(
+                    "ALTER TABLE projection_checkpoints"
+                    " ADD COLUMN changes INTEGER NOT NULL DEFAULT 0"
+                )
+            except sqlite3.OperationalError as e:  # another process added it just now
+                if "duplicate column" not in str(e):
+                    raise
         connection.executescript(parking.PARKED_SCHEMA)
         for projection in self.projections.values():
             for statement in _table_sql(projection):

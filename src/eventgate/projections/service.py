@@ -100,16 +100,19 @@ class UpsertService:
         try:
             await membership.joined.wait()
             while True:
-                now = asyncio.get_running_loop().time()
+                loop = asyncio.get_running_loop()
+                asked = loop.time()
                 try:
-                    claim = await registry.claim(
-                        membership.id, names, "projections", membership.ttl
-                    )
-                    renewed = now
+                    async with asyncio.timeout(membership.ttl / 2):
+                        claim = await registry.claim(
+                            membership.id, names, "projections", membership.ttl
+                        )
+                    renewed = asked
                     keep = frozenset(sorted(claim.held)[: claim.fair_share])
-                except Exception as e:
-                    _log.warning("cannot renew projection leases (%s)", e)
-                    claim, keep = None, self.held if now - renewed < membership.ttl else frozenset()
+                except Exception as e:  # the lease may lapse: stop before another takes over
+                    _log.warning("cannot renew projection leases (%s)", str(e) or type(e).__name__)
+                    lapsing = loop.time() - renewed >= membership.ttl - membership.heartbeat
+                    claim, keep = None, frozenset() if lapsing else self.held
                 stopped = [running.pop(name) for name in sorted(set(running) - keep)]
                 for task in stopped:
                     task.cancel()
@@ -122,7 +125,10 @@ class UpsertService:
                     _log.info("projection %s: lease held by %s", name, membership.id)
                 self.held = keep
                 if claim is not None and claim.held - keep:
-                    await registry.release(membership.id, claim.held - keep)
+                    try:
+                        await registry.release(membership.id, claim.held - keep)
+                    except Exception as e:  # they lapse by themselves within the TTL
+                        _log.warning("cannot give back projection leases (%s)", e)
                 await asyncio.sleep(membership.heartbeat)
         finally:
             for task in running.values():
@@ -141,7 +147,11 @@ class UpsertService:
                 batch_size=self._batch_size,
             )
             checkpoint = await subscription.checkpoint()
-            await self._feed.publish(projection.name, checkpoint, [])
+            # Starting (or taking a lease over): rows another process changed before now may
+            # sit in this process's caches, and its parked set may be behind the table.
+            await self._read_store.reload_parked(projection.name)
+            everything = RecordChanged(projection.name, ALL_ROWS, checkpoint)
+            await self._feed.publish(projection.name, checkpoint, [everything])
             if until is not None and checkpoint >= until:
                 return
             try:

@@ -103,7 +103,8 @@ class ReadModelWatcher:
                     async with asyncio.timeout(SAFETY_POLL):
                         await self._publish(await self._notices.get())
                 except TimeoutError:
-                    await connection.execute("SELECT 1")  # raises if the server is gone
+                    # raises if the server is gone, or silent (a partition sends no reset)
+                    await connection.execute("SELECT 1", timeout=SAFETY_POLL * 2)
                     await self.poll()
         finally:
             with contextlib.suppress(Exception):
@@ -116,10 +117,14 @@ class ReadModelWatcher:
             _log.warning("ignoring a malformed read-model notification")
 
     async def _publish(self, notice: ReadModelNotice) -> None:
-        if notice.view not in self._store.projections:
+        view = notice.view
+        if view not in self._store.projections:
             return  # a read model of another app sharing the database
-        if notice.parked:
-            await self._store.reload_parked(notice.view)
-        keys = [ALL_ROWS] if notice.keys is None else notice.keys
+        previous = self._seen.get(view)
+        missed = previous is not None and notice.changes > previous + 1
+        self._seen[view] = max(previous or 0, notice.changes)
+        if (notice.parked or missed) and view not in self._local():
+            await self._store.reload_parked(view)
+        keys = [ALL_ROWS] if notice.keys is None or missed else notice.keys
         changes = [RecordChanged(notice.view, key, notice.position) for key in keys]
         await self._feed.publish(notice.view, notice.position, changes)
