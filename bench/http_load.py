@@ -1,7 +1,9 @@
 """HTTP benchmark through the gateway, with wrk on loopback (64 connections, bounded time),
 beside a bare hello-world app on the same stack (Starlette, uvicorn, uvloop, httptools).
 
-Usage: python bench/http_load.py [--json] [--seconds 5]   (needs wrk: apt-get install wrk)
+Usage: python bench/http_load.py [--json] [--seconds 5] [--profile]   (needs wrk: apt-get install
+wrk; --profile needs py-spy, a dev dependency): with --profile, py-spy samples `eventgate up`
+during each scenario and the share of its time in each part is printed (see PARTS).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -120,7 +123,56 @@ def seed(url: str, directory: Path) -> tuple[str, str, Path]:
     return f"/api/inventory-items/{ids[0]}", details.headers["ETag"], listing
 
 
-def run(seconds: int) -> dict[str, object]:
+PARTS = [  # (part, a frame of it: "module/path.py:function" substring); first match wins
+    ("store: event store", "eventgate/eventstore/"),
+    ("store: read store", "eventgate/projections/readstore.py"),
+    ("store: idempotency", "eventgate/commands/idempotency.py"),
+    ("store: SQLite calls", "sqlite3"),
+    ("upsert service", "eventgate/projections/"),
+    ("functions", "eventgate/functions/"),
+    ("ETag crypto", "eventgate/http/etags.py"),
+    ("rendering (JSON/XML, media types)", "eventgate/http/"),
+    ("command handling and decoding", "eventgate/commands/"),
+    ("body decoding (msgspec)", "eventgate/resources/bodies.py"),
+    ("queries and cache", "eventgate/queries/"),
+    ("gateway (auth, limits, routing)", "eventgate/gateway/"),
+    ("Starlette routing and requests", "starlette/"),
+    ("uvicorn/httptools server", "uvicorn/"),
+    ("asyncio/uvloop scheduling", "asyncio/"),
+]
+
+
+def profile_parts(raw: Path) -> dict[str, float]:
+    """The share of busy samples (py-spy leaves idle threads out) in each part, from its raw
+    (collapsed) stacks, every thread: a sample counts for its innermost frame naming a part."""
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not number.isdigit():
+            continue
+        frames = stack.split(";")
+        part = "other"
+        for frame in reversed(frames):
+            found = next((name for name, marker in PARTS if marker in frame), None)
+            if found is not None:
+                part = found
+                break
+        counts[part] += int(number)
+    total = sum(counts.values()) or 1
+    return {part: round(100 * n / total, 1) for part, n in counts.most_common()}
+
+
+def sampled(pid: int, seconds: int, directory: Path, key: str) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid` for `seconds`, raw stacks into directory/key.txt."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+         "--format", "raw", "--output", str(directory / f"{key}.txt"), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def run(seconds: int, profile: bool = False) -> dict[str, object]:
     if shutil.which("wrk") is None:
         raise SystemExit("bench/http_load.py needs wrk: apt-get install wrk")
     results: dict[str, object] = {}
@@ -146,7 +198,11 @@ def run(seconds: int) -> dict[str, object]:
             }
             for key, (target, script) in scenarios.items():
                 say(f"{key} ...")
+                spy = sampled(gateway.pid, seconds, directory, key) if profile else None
                 results[f"{key}_rps"], results[f"{key}_p99_ms"] = wrk(target, seconds, script)
+                if spy is not None:
+                    spy.wait()
+                    results[f"{key}_profile_pct"] = profile_parts(directory / f"{key}.txt")
         finally:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait()
@@ -162,10 +218,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of results")
     parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample eventgate with py-spy per scenario"
+    )
     options = parser.parse_args()
-    results = run(options.seconds)
+    results = run(options.seconds, options.profile)
     for key, value in results.items():
-        print(f"{key:>22}  {value}")
+        if isinstance(value, dict):
+            print(f"{key:>22}  " + ", ".join(f"{part} {pct}%" for part, pct in value.items()))
+        else:
+            print(f"{key:>22}  {value}")
     bare = float(str(results["bare_rps"]))
     for key, target in (("get_item", 0.5), ("post_create", 0.25)):
         share = float(str(results[f"{key}_rps"])) / bare
