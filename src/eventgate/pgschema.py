@@ -12,9 +12,9 @@ import secrets
 
 import asyncpg
 
-from eventgate.errors import ConfigError
+from eventgate.errors import ConfigError, EventgateError, EventStoreError
 
-__all__ = ["ensure_schema", "schema_versions", "shared_key"]
+__all__ = ["connect_pool", "ensure_schema", "open_pool", "schema_versions", "shared_key"]
 
 _LOCK = 7041770
 _TABLE = """
@@ -47,6 +47,30 @@ async def ensure_schema(connection: Connection, component: str, version: int, dd
         component,
         version,
     )
+
+
+async def connect_pool(
+    dsn: str, max_size: int, error: type[EventgateError] = EventStoreError
+) -> asyncpg.Pool:
+    """A connection pool on `dsn`, or `error` saying in one line why there is none."""
+    try:
+        return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise error(f"cannot connect to PostgreSQL: {e}") from e
+
+
+async def open_pool(
+    dsn: str, max_size: int, component: str, version: int, ddl: str
+) -> asyncpg.Pool:
+    """`connect_pool`, with `component`'s schema ensured; nothing is left open on failure."""
+    pool = await connect_pool(dsn, max_size)
+    try:
+        async with pool.acquire() as connection, connection.transaction():
+            await ensure_schema(connection, component, version, ddl)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
 
 
 async def schema_versions(connection: Connection) -> dict[str, int]:

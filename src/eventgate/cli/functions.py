@@ -30,7 +30,7 @@ from eventgate.cli.common import (
     settings_for,
     setup_logging,
 )
-from eventgate.cli.serving import run_until_stopped, supervise
+from eventgate.cli.serving import run_until_stopped, supervise, worker_argv, worker_env
 from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.errors import EventgateError
 from eventgate.functions.admin import function_rows
@@ -233,12 +233,9 @@ def serve_functions(
     if workers == 1:
         run(lambda: _serve_one(settings, served, chosen))
         return
-    argv = ["serve", "functions", "--data", str(data), "--workers", "1"]
-    argv += ["--app", app_option] if app_option else []
-    argv += [arg for module in functions or [] for arg in ("--functions", module)]
-    argv += ["--config", str(config)] if config is not None else []
-    env = {"EVENTGATE_DATABASE_URL": url} if url else {}  # a command line is public
-    run(lambda: supervise(argv, workers, "functions", None, env))
+    modules = [arg for module in functions or [] for arg in ("--functions", module)]
+    argv = worker_argv("functions", data, app_option, config, modules)
+    run(lambda: supervise(argv, workers, "functions", None, worker_env(url)))
 
 
 async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -> None:

@@ -48,6 +48,8 @@ from eventgate.cli.serving import (
     run_until_stopped,
     serve_http,
     supervise,
+    worker_argv,
+    worker_env,
 )
 from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.gateway.config import GatewayConfig, load_config
@@ -64,19 +66,6 @@ Insecure = Annotated[
 ]
 Fd = Annotated[int | None, typer.Option(hidden=True, help="Listening socket from a supervisor.")]
 Urls = Annotated[list[str], typer.Option(help="Base URL of a service (repeatable).")]
-
-
-def _worker_argv(command: str, data: Path, app: str | None, url: str | None,
-                 config: Path | None, extra: list[str]) -> list[str]:  # fmt: skip
-    argv = ["serve", command, "--data", str(data), "--workers", "1", *extra]
-    argv += ["--app", app] if app else []
-    argv += ["--config", str(config)] if config is not None else []
-    return argv
-
-
-def _worker_env(url: str | None) -> dict[str, str]:
-    """The database URL for workers, through the environment: a command line is public."""
-    return {"EVENTGATE_DATABASE_URL": url} if url else {}
 
 
 # -- commands and queries ----------------------------------------------------------------
@@ -121,7 +110,7 @@ def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
     served = chosen_app(app_option, config, data)
     settings = settings_for(data, url, config)
     gateway_config = checked(load_config, config)
-    argv = _worker_argv(kind, data, app_option, url, config, ["--insecure"] * insecure)
+    argv = worker_argv(kind, data, app_option, config, ["--insecure"] * insecure)
 
     async def main() -> None:
         token = internal_token()
@@ -129,7 +118,7 @@ def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
         sock = listening_socket(host, port, fd)
         if workers > 1:
             out.print(f"eventgate {kind}: {workers} workers on {address(sock)}")
-            await supervise(argv, workers, kind, sock, _worker_env(url))
+            await supervise(argv, workers, kind, sock, worker_env(url))
         else:
             await _service(kind, settings, served, gateway_config, token, sock)
 
@@ -183,9 +172,9 @@ def serve_projections(
     setup_logging()
     served = chosen_app(app_option, config, data)
     settings = settings_for(data, url, config)
-    argv = _worker_argv("projections", data, app_option, url, config, [])
+    argv = worker_argv("projections", data, app_option, config, [])
     if workers > 1:
-        run(lambda: supervise(argv, workers, "projections", None, _worker_env(url)))
+        run(lambda: supervise(argv, workers, "projections", None, worker_env(url)))
         return
     run(lambda: _projections(settings, served))
 
@@ -238,7 +227,7 @@ def serve_gateway(
     extra = [a for u in commands for a in ("--commands", u)]
     extra += [a for u in queries for a in ("--queries", u)]
     extra += ["--timeout", str(timeout)] + ["--insecure"] * insecure
-    argv = _worker_argv("gateway", data, app_option, url, config, extra)
+    argv = worker_argv("gateway", data, app_option, config, extra)
 
     async def main() -> None:
         token = internal_token()
@@ -247,7 +236,7 @@ def serve_gateway(
         sock = listening_socket(host, port, fd)
         if workers > 1:
             out.print(f"eventgate gateway: {workers} workers on {address(sock)}")
-            await supervise(argv, workers, "gateway", sock, _worker_env(url))
+            await supervise(argv, workers, "gateway", sock, worker_env(url))
             return
         try:
             upstream = {

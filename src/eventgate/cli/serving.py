@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -30,6 +31,8 @@ __all__ = [
     "run_until_stopped",
     "serve_http",
     "supervise",
+    "worker_argv",
+    "worker_env",
 ]
 
 INTERNAL_TOKEN_ENV = "EVENTGATE_INTERNAL_TOKEN"
@@ -168,6 +171,21 @@ def _watched(
 
     task.add_done_callback(done)
     return task
+
+
+def worker_argv(
+    command: str, data: Path, app: str | None, config: Path | None, extra: Sequence[str] = ()
+) -> list[str]:
+    """The command line of one worker of `eventgate serve COMMAND --workers N`."""
+    argv = ["serve", command, "--data", str(data), "--workers", "1", *extra]
+    argv += ["--app", app] if app else []
+    argv += ["--config", str(config)] if config is not None else []
+    return argv
+
+
+def worker_env(url: str | None) -> dict[str, str]:
+    """The database URL for workers, through the environment: a command line is public."""
+    return {"EVENTGATE_DATABASE_URL": url} if url else {}
 
 
 STARTUP_GRACE = 5.0

@@ -18,8 +18,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from eventgate.errors import EventStoreError
-from eventgate.pgschema import ensure_schema
+from eventgate.pgschema import open_pool
 from eventgate.sqlitefile import SQLiteFile, write_transaction
 
 __all__ = [
@@ -189,13 +188,7 @@ class PostgresIdempotencyStore:
 
     @classmethod
     async def open(cls, dsn: str, **options: float) -> PostgresIdempotencyStore:
-        try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
-        except (OSError, asyncpg.PostgresError) as e:
-            raise EventStoreError(f"cannot connect to PostgreSQL: {e}") from e
-        async with pool.acquire() as connection, connection.transaction():
-            await ensure_schema(connection, "idempotency", SCHEMA_VERSION, _PG_SCHEMA)
-        return cls(pool, **options)
+        return cls(await open_pool(dsn, 10, "idempotency", SCHEMA_VERSION, _PG_SCHEMA), **options)
 
     async def close(self) -> None:
         await self._pool.close()

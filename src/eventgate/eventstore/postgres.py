@@ -36,7 +36,7 @@ from eventgate.errors import ConcurrencyError, DuplicateEvent, EventStoreError
 from eventgate.eventstore.model import NewEvent, RecordedEvent, check_append, encode_json
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
-from eventgate.pgschema import ensure_schema
+from eventgate.pgschema import open_pool
 
 __all__ = ["PostgresEventStore"]
 
@@ -219,16 +219,7 @@ class PostgresEventStore:
         cls, dsn: str, *, upcasters: Upcasters | None = None, poll_interval: float = 0.25
     ) -> PostgresEventStore:
         """Connect (a pool of up to 20) and create the table when absent."""
-        try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=20)
-        except (OSError, asyncpg.PostgresError) as e:
-            raise EventStoreError(f"cannot connect to PostgreSQL: {e}") from e
-        try:
-            async with pool.acquire() as connection, connection.transaction():
-                await ensure_schema(connection, "events", SCHEMA_VERSION, SCHEMA)
-        except BaseException:
-            await pool.close()
-            raise
+        pool = await open_pool(dsn, 20, "events", SCHEMA_VERSION, SCHEMA)
         return cls(pool, dsn, upcasters or Upcasters(), poll_interval)
 
     # -- appending --------------------------------------------------------------------

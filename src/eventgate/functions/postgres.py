@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from eventgate.errors import DeadLetterNotFound, EventStoreError
+from eventgate.errors import DeadLetterNotFound
 from eventgate.functions.model import FunctionEvent
 from eventgate.functions.state import (
     DEFAULT_PARTITIONS,
@@ -32,7 +32,7 @@ from eventgate.functions.state import (
     letter,
     settings_of,
 )
-from eventgate.pgschema import ensure_schema
+from eventgate.pgschema import connect_pool, ensure_schema
 
 __all__ = ["PostgresFunctionStore"]
 
@@ -87,10 +87,7 @@ class PostgresFunctionStore:
     @classmethod
     async def open(cls, dsn: str, partitions: int = DEFAULT_PARTITIONS) -> PostgresFunctionStore:
         """Connect, creating the tables if absent; the first opener fixes the partitions."""
-        try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
-        except (OSError, asyncpg.PostgresError) as e:
-            raise EventStoreError(f"cannot connect to PostgreSQL: {e}") from e
+        pool = await connect_pool(dsn, 10)
         try:
             async with pool.acquire() as connection, connection.transaction():
                 await ensure_schema(connection, "functions", SCHEMA_VERSION, _SCHEMA)

@@ -20,9 +20,8 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from eventgate.errors import EventStoreError
 from eventgate.functions.state import alive
-from eventgate.pgschema import ensure_schema
+from eventgate.pgschema import open_pool
 from eventgate.sqlitefile import SQLiteFile, write_transaction
 
 __all__ = [
@@ -113,8 +112,14 @@ class ProcessRegistry(Protocol):
     async def close(self) -> None: ...
 
 
-def _fair_share(names: int, live: int) -> int:
-    return math.ceil(names / max(live, 1))
+def _choose(
+    names: Sequence[str], taken: dict[str, str], holder: str, live: int
+) -> tuple[int, set[str], list[str]]:
+    """`holder`'s fair share of `names` over `live` processes, the names it holds of them,
+    and the free ones it may claim to reach its share; `taken`: each leased name's holder."""
+    fair = math.ceil(len(names) / max(live, 1))
+    held = {n for n in names if taken.get(n) == holder}
+    return fair, held, [n for n in names if n not in taken][: max(0, fair - len(held))]
 
 
 class SQLiteProcessRegistry:
@@ -186,9 +191,8 @@ class SQLiteProcessRegistry:
             )
             taken = dict(connection.execute("SELECT name, holder FROM eventgate_leases"))
             roles = [r for (r,) in connection.execute("SELECT roles FROM eventgate_processes")]
-            fair = _fair_share(len(names), sum(role in r.split(",") for r in roles))
-            held = {n for n in names if taken.get(n) == holder}
-            claim = [n for n in names if n not in taken][: max(0, fair - len(held))]
+            live = sum(role in r.split(",") for r in roles)
+            fair, held, claim = _choose(names, taken, holder, live)
             connection.executemany(
                 "INSERT INTO eventgate_leases (name, holder, expires) VALUES (?, ?, ?)",
                 [(n, holder, now + ttl) for n in claim],
@@ -232,17 +236,7 @@ class PostgresProcessRegistry:
 
     @classmethod
     async def open(cls, dsn: str) -> PostgresProcessRegistry:
-        try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        except (OSError, asyncpg.PostgresError) as e:
-            raise EventStoreError(f"cannot connect to PostgreSQL: {e}") from e
-        try:
-            async with pool.acquire() as connection, connection.transaction():
-                await ensure_schema(connection, "processes", SCHEMA_VERSION, _SCHEMA)
-        except BaseException:
-            await pool.close()
-            raise
-        return cls(pool)
+        return cls(await open_pool(dsn, 2, "processes", SCHEMA_VERSION, _SCHEMA))
 
     async def close(self) -> None:
         await self._pool.close()
@@ -292,9 +286,7 @@ class PostgresProcessRegistry:
                 " WHERE $1 = ANY(string_to_array(roles, ','))",
                 role,
             )
-            fair = _fair_share(len(names), live)
-            held = {n for n in names if taken.get(n) == holder}
-            claim = [n for n in names if n not in taken][: max(0, fair - len(held))]
+            fair, held, claim = _choose(names, taken, holder, live)
             await connection.executemany(
                 "INSERT INTO eventgate_leases (name, holder, expires)"
                 f" VALUES ($1, $2, {_NOW} + $3)",

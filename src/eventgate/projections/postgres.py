@@ -27,7 +27,7 @@ import orjson
 from eventgate.errors import ProjectionError, StaleCheckpoint
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.hub.hub import Delivery
-from eventgate.pgschema import ensure_schema
+from eventgate.pgschema import connect_pool, ensure_schema
 from eventgate.projections.changes import RecordChanged
 from eventgate.projections.folding import fold, replay_parked
 from eventgate.projections.parking import RETRY, ParkedStream
@@ -130,10 +130,7 @@ class PostgresReadStore(KnownProjections):
     @classmethod
     async def open(cls, dsn: str, projections: Iterable[Projection]) -> PostgresReadStore:
         """Connect and create (or rebuild, when a projection's columns changed) the tables."""
-        try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
-        except (OSError, asyncpg.PostgresError) as e:
-            raise ProjectionError(f"cannot connect to PostgreSQL: {e}") from e
+        pool = await connect_pool(dsn, 10, ProjectionError)
         store = cls(pool, projections)
         try:
             await store._create_schema()
