@@ -172,7 +172,7 @@ def sampled(pid: int, seconds: int, directory: Path, key: str) -> subprocess.Pop
     )  # fmt: skip
 
 
-def run(seconds: int, profile: bool = False) -> dict[str, object]:
+def run(seconds: int, profile: bool = False, only: set[str] | None = None) -> dict[str, object]:
     if shutil.which("wrk") is None:
         raise SystemExit("bench/http_load.py needs wrk: apt-get install wrk")
     results: dict[str, object] = {}
@@ -197,6 +197,8 @@ def run(seconds: int, profile: bool = False) -> dict[str, object]:
                 "put_rename": (url + "/", PUT_RENAME % ids),
             }
             for key, (target, script) in scenarios.items():
+                if only and key not in only:
+                    continue
                 say(f"{key} ...")
                 spy = sampled(gateway.pid, seconds, directory, key) if profile else None
                 results[f"{key}_rps"], results[f"{key}_p99_ms"] = wrk(target, seconds, script)
@@ -221,8 +223,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="sample eventgate with py-spy per scenario"
     )
+    parser.add_argument(
+        "--only", help="comma-separated scenarios to run (get_item,get_item_304,get_list,...)"
+    )
     options = parser.parse_args()
-    results = run(options.seconds, options.profile)
+    only = set(options.only.split(",")) if options.only else None
+    results = run(options.seconds, options.profile, only)
     for key, value in results.items():
         if isinstance(value, dict):
             print(f"{key:>22}  " + ", ".join(f"{part} {pct}%" for part, pct in value.items()))
@@ -230,6 +236,8 @@ def main() -> None:
             print(f"{key:>22}  {value}")
     bare = float(str(results["bare_rps"]))
     for key, target in (("get_item", 0.5), ("post_create", 0.25)):
+        if f"{key}_rps" not in results:
+            continue
         share = float(str(results[f"{key}_rps"])) / bare
         print(f"{key + ' / bare':>22}  {share:.2f} (target >= {target})")
     if options.json:

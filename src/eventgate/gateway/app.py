@@ -62,10 +62,10 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        request_id = _request_id(scope)
-        extra = [(_REQUEST_ID_HEADER, request_id.encode())]
         request_headers = dict(scope["headers"])
+        request_id = _request_id(request_headers)
         answer, consumer, route, limit_headers = self._admit(scope, request_headers)
+        extra = [(_REQUEST_ID_HEADER, request_id)]
         extra += [(k.lower().encode(), v.encode()) for k, v in limit_headers.items()]
 
         async def send_with_headers(message: Message) -> None:
@@ -79,7 +79,7 @@ class Gateway:
             await (answer or problem(404))(scope, receive, send_with_headers)
             return
         headers = [(k, v) for k, v in scope["headers"] if k not in _STRIPPED]
-        headers.append((_REQUEST_ID_HEADER, request_id.encode()))
+        headers.append((_REQUEST_ID_HEADER, request_id))
         if consumer is not None:
             headers.append((_CONSUMER, consumer.name.encode()))
         upstream = self._upstreams[route.upstream]
@@ -187,10 +187,9 @@ def _implied(consumer: Consumer) -> frozenset[str]:
     return frozenset({"read", "write"}) if "admin" in consumer.scopes else frozenset()
 
 
-def _request_id(scope: Scope) -> str:
-    for key, value in scope["headers"]:
-        if key == _REQUEST_ID_HEADER:
-            text: str = value.decode("latin-1")
-            if _REQUEST_ID.match(text):
-                return text
-    return str(uuid_utils.uuid4())
+def _request_id(headers: Mapping[bytes, bytes]) -> bytes:
+    """The client's request id when it is well formed, else a new one."""
+    given = headers.get(_REQUEST_ID_HEADER)
+    if given is not None and _REQUEST_ID.match(given.decode("latin-1")):
+        return given
+    return str(uuid_utils.uuid4()).encode()

@@ -33,13 +33,17 @@ class RouteTable:
 
     def __init__(self, routes: Iterable[GatewayRoute]) -> None:
         self.routes = list(routes)
-        self._compiled = [(_compile(r.pattern), r) for r in self.routes]
+        # A parameter never spans a "/", so only patterns with as many as the path can match.
+        self._by_depth: dict[int, list[tuple[re.Pattern[str], GatewayRoute]]] = {}
+        for route in self.routes:
+            compiled = (_compile(route.pattern), route)
+            self._by_depth.setdefault(route.pattern.count("/"), []).append(compiled)
 
     def match(self, method: str, path: str) -> tuple[GatewayRoute | None, list[str]]:
         """The route for (method, path), and every method allowed on that path."""
         allowed: list[str] = []
         found = None
-        for regex, route in self._compiled:
+        for regex, route in self._by_depth.get(path.count("/"), ()):
             if regex.fullmatch(path):
                 allowed += [m for m in sorted(route.methods) if m not in allowed]
                 if method in route.methods and found is None:

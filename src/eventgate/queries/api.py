@@ -9,18 +9,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from eventgate.domain.messages import camel_case
 from eventgate.http.consistency import decode_token
 from eventgate.http.etags import ETagCipher, content_etag
 from eventgate.http.media import JSON, response_type
-from eventgate.http.problems import HTTPProblem, render_error
-from eventgate.http.representation import choose_format, render
+from eventgate.http.problems import HTTPProblem
+from eventgate.http.representation import Rendered, choose_format, represent
+from eventgate.http.router import Router, header
 from eventgate.projections.changes import ChangeFeed
 from eventgate.queries.reader import (
     DEFAULT_LIMIT,
@@ -59,8 +58,9 @@ class ResourceQueries:
         self._cipher = cipher
         self._wait = consistency_wait
         self._allow = allow
+        self._rendered = Rendered()
 
-    async def collection(self, request: Request) -> Response:
+    async def collection(self, request: Request) -> ASGIApp:
         view = self._resource.list
         if request.method == "OPTIONS" or view is None:
             return self._options("collection")
@@ -75,10 +75,16 @@ class ResourceQueries:
             consistency = STALE  # caught up, but for the streams it has parked
         cursor = request.query_params.get("cursor") or None  # empty: the first page
         page = await self._reader.page(view, limit, cursor, q, filters)
-        body = {"items": page.items, "next": page.next}
-        return render(request, fmt, view.domain_model, body, content_etag, consistency)
+        rendered = self._rendered.get(
+            page,
+            fmt,
+            lambda: represent(
+                fmt, view.domain_model, {"items": page.items, "next": page.next}, content_etag
+            ),
+        )
+        return rendered.answer(request, consistency)
 
-    async def item(self, request: Request) -> Response:
+    async def item(self, request: Request) -> ASGIApp:
         if request.method == "OPTIONS":
             return self._options("item")
         view = self._resource.item
@@ -102,14 +108,17 @@ class ResourceQueries:
             detail = f"{request.url.path} is gone (logically deleted)"
             raise HTTPProblem(410, detail, headers=consistency)
         version = row[view.version]
-        return render(
-            request,
+        rendered = self._rendered.get(
+            row,
             fmt,
-            view.domain_model,
-            representation(row, view.fields),
-            lambda _: self._cipher.seal(item_id, version, fmt),
-            consistency,
+            lambda: represent(
+                fmt,
+                view.domain_model,
+                representation(row, view.fields),
+                lambda _: self._cipher.seal(item_id, version, fmt),
+            ),
         )
+        return rendered.answer(request, consistency)
 
     def _options(self, kind: str) -> Response:
         methods = list(self._allow[kind])
@@ -121,7 +130,7 @@ class ResourceQueries:
 
     async def _consistency(self, request: Request, view: str) -> dict[str, str]:
         """With a Consistency-Token, wait (bounded) until `view` has reached it."""
-        token = request.headers.get("consistency-token")
+        token = header(request, b"consistency-token")
         if token is None:
             return {}
         position = decode_token(token)
@@ -181,7 +190,7 @@ def query_app(
     *,
     allow: Mapping[str, Mapping[str, Sequence[str]]],
     consistency_wait: float = 2.0,
-) -> Starlette:
+) -> Router:
     """The query ASGI app of `resources`; `allow[resource.path]` lists the methods of its
     "collection" and "item" paths."""
     routes = []
@@ -189,9 +198,6 @@ def query_app(
         queries = ResourceQueries(
             resource, reader, feed, cipher, consistency_wait, allow[resource.path]
         )
-        routes += [Route(p, queries.collection, methods=READ_METHODS)
-                   for p in resource.collection_paths]  # fmt: skip
-        routes += [Route(p, queries.item, methods=READ_METHODS) for p in resource.item_paths]
-    return Starlette(
-        routes=routes, exception_handlers={HTTPProblem: render_error, HTTPException: render_error}
-    )
+        routes += [(p, READ_METHODS, queries.collection) for p in resource.collection_paths]
+        routes += [(p, READ_METHODS, queries.item) for p in resource.item_paths]
+    return Router(routes)
