@@ -192,6 +192,55 @@ class EventStoreContract:
             await follower.close()
             await writer.close()
 
+    async def test_a_matching_subscription_decodes_only_what_it_keeps_and_reads_past_the_rest(
+        self, tmp_path: Path
+    ) -> None:
+        """Events `keep` refuses are never decoded (their upcaster fails if run), and every
+        batch says how far it read, kept or not, so a reader moves past them."""
+        store = await self.open_store(tmp_path)
+        await store.append("mine", [new(n=1)])
+        await store.append("other", [new("Unreadable", n=2), new(n=3)])
+        await store.append("mine", [new("Unreadable", n=4), new(n=5)])
+        await store.append("other", [new(n=6)])
+        stored = await store.read_all()
+        await store.close()
+
+        def unreadable(data: dict[str, object]) -> dict[str, object]:
+            raise ValueError("an event the subscriber does not keep was decoded")
+
+        upcasters = Upcasters()
+        upcasters.register("Unreadable", 1, unreadable)
+        store = await self.open_store(tmp_path, upcasters=upcasters)
+        try:
+            batches = store.subscribe_matching(
+                lambda stream, type_name: stream == "mine" and type_name == "Happened",
+                after=0,
+                batch_size=2,
+            )
+            got = [await anext(batches) for _ in range(3)]
+            await batches.aclose()  # type: ignore[attr-defined]
+            assert [[e.data["n"] for e in batch.events] for batch in got] == [[1], [], [5]]
+            assert [batch.position for batch in got] == [e.position for e in stored[1::2]]
+            assert got[2].events == [stored[4]]
+        finally:
+            await store.close()
+
+    async def test_a_matching_subscription_is_woken_by_an_append_without_polling(
+        self, tmp_path: Path
+    ) -> None:
+        store = await self.open_store(tmp_path, poll_interval=3600)
+        try:
+            batches = store.subscribe_matching(lambda stream, type_name: True)
+            waiting = asyncio.ensure_future(anext(batches))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            [recorded] = await store.append("s-1", [new(n=1)])
+            scanned = await asyncio.wait_for(waiting, 2)
+            assert scanned.events == [recorded] and scanned.position == recorded.position
+            await batches.aclose()  # type: ignore[attr-defined]
+        finally:
+            await store.close()
+
     async def test_events_survive_closing_and_reopening(self, tmp_path: Path) -> None:
         store = await self.open_store(tmp_path)
         await store.append("s-1", [new(n=1)])

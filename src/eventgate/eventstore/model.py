@@ -12,7 +12,7 @@ import uuid_utils
 
 from eventgate.errors import EventStoreError
 
-__all__ = ["NewEvent", "RecordedEvent", "check_append", "encode_json"]
+__all__ = ["NewEvent", "RecordedEvent", "Scanned", "check_append", "encode_json"]
 
 
 def _new_event_id() -> str:
@@ -58,6 +58,14 @@ class RecordedEvent(NamedTuple):
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> RecordedEvent:
         return cls(**{**raw, "time": datetime.fromisoformat(raw["time"])})
+
+
+class Scanned(NamedTuple):
+    """One batch of `EventStore.subscribe_matching`: the events it kept, and the last
+    position it read, kept or not (a reader resumes after it, past what it skipped)."""
+
+    events: list[RecordedEvent]
+    position: int
 
 
 def encode_json(value: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +33,13 @@ import asyncpg
 import orjson
 
 from eventgate.errors import ConcurrencyError, DuplicateEvent, EventStoreError
-from eventgate.eventstore.model import NewEvent, RecordedEvent, check_append, encode_json
+from eventgate.eventstore.model import (
+    NewEvent,
+    RecordedEvent,
+    Scanned,
+    check_append,
+    encode_json,
+)
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
 from eventgate.pgschema import open_pool
@@ -414,6 +420,45 @@ class PostgresEventStore:
                         await self._listen()
         finally:
             self._woken.discard(woken)
+
+    async def subscribe_matching(
+        self, keep: Callable[[str, str], bool], after: int = 0, batch_size: int = 500
+    ) -> AsyncIterator[Scanned]:
+        """`subscribe`, decoding only what `keep(stream_id, type)` accepts."""
+        woken = asyncio.Event()
+        self._woken.add(woken)
+        try:
+            await self._listen()
+            while True:
+                woken.clear()  # before reading, so no wake-up after the read is missed
+                scanned = await self._select_matching(keep, after, batch_size)
+                if scanned is not None:
+                    after = scanned.position
+                    yield scanned
+                    continue
+                try:
+                    await asyncio.wait_for(woken.wait(), self._poll_interval)
+                except TimeoutError:
+                    if self._listener is None or self._listener.is_closed():
+                        await self._listen()
+        finally:
+            self._woken.discard(woken)
+
+    async def _select_matching(
+        self, keep: Callable[[str, str], bool], after: int, limit: int
+    ) -> Scanned | None:
+        self._check_open()
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"SELECT {_COLUMNS} FROM eventgate_events WHERE position > $1"
+                f" AND position < {_VISIBLE} ORDER BY position LIMIT $2",
+                after,
+                limit,
+            )
+        if not rows:
+            return None
+        events = [self._decode(row) for row in rows if keep(row["stream_id"], row["type"])]
+        return Scanned(events, rows[-1]["position"])
 
     async def _listen(self) -> None:
         """One LISTEN connection per store, made by the first subscriber that finds none

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
-from eventgate.eventstore.model import NewEvent, RecordedEvent
+from eventgate.eventstore.model import NewEvent, RecordedEvent, Scanned
 
 __all__ = ["ANY_VERSION", "NO_STREAM", "EventStore"]
 
@@ -58,6 +58,15 @@ class EventStore(Protocol):
         self, after: int = 0, batch_size: int = 500
     ) -> AsyncIterator[list[RecordedEvent]]:
         """Batches of events after `after`, forever: woken by appends, never empty."""
+        ...
+
+    def subscribe_matching(
+        self, keep: Callable[[str, str], bool], after: int = 0, batch_size: int = 500
+    ) -> AsyncIterator[Scanned]:
+        """`subscribe`, decoding only the events whose (stream id, type) `keep` accepts: of
+        each `batch_size` events read, the kept ones and the last position read. A batch may
+        keep no event; it is yielded all the same, so the reader's position moves on.
+        `keep` may run on another thread: it must only read what does not change."""
         ...
 
     async def close(self) -> None:

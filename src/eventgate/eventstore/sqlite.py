@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,13 @@ from typing import Any
 import orjson
 
 from eventgate.errors import ConcurrencyError, DuplicateEvent, EventgateError, EventStoreError
-from eventgate.eventstore.model import NewEvent, RecordedEvent, check_append, encode_json
+from eventgate.eventstore.model import (
+    NewEvent,
+    RecordedEvent,
+    Scanned,
+    check_append,
+    encode_json,
+)
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
 from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
@@ -258,6 +264,30 @@ class SQLiteEventStore:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(signal.wait(), self._poll_interval)
+
+    async def subscribe_matching(
+        self, keep: Callable[[str, str], bool], after: int = 0, batch_size: int = 500
+    ) -> AsyncIterator[Scanned]:
+        """`subscribe`, decoding only what `keep(stream_id, type)` accepts (on a reader thread)."""
+        while True:
+            signal = self._signal  # taken before reading, so no append's wake-up is missed
+            self._check_open()
+            scanned = await self._file.on_reader(self._select_matching, keep, after, batch_size)
+            if scanned is not None:
+                after = scanned.position
+                yield scanned
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), self._poll_interval)
+
+    def _select_matching(
+        self, keep: Callable[[str, str], bool], after: int, limit: int
+    ) -> Scanned | None:
+        sql = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+        rows = self._file.connection().execute(sql, (after, limit)).fetchall()
+        if not rows:
+            return None
+        return Scanned([self._decode(r) for r in rows if keep(r[2], r[4])], rows[-1][0])
 
     def _select(self, sql: str, parameters: tuple[Any, ...]) -> list[RecordedEvent]:
         rows = self._file.connection().execute(sql, parameters).fetchall()
