@@ -2,7 +2,10 @@
 
 Why it is correct:
 - Every stream maps to one of N partitions (crc32). A worker runs only the partitions it
-  leases, so one stream's events are run by one process at a time.
+  leases, so one stream's events are run by one process at a time. It reads every position
+  of the log but decodes only its partitions' events of the types the function wants
+  (`subscribe_matching` decides on the stream id and type before decoding), so N workers
+  do not decode the log N times.
 - Within a process each stream has one lane: its events wait in a queue and run one at a
   time, in log order; lanes of different streams run at once, up to `concurrency`.
 - The checkpoint of a partition is the position below its oldest unfinished event (its
@@ -161,19 +164,29 @@ class FunctionRunner:
 
     async def _follow(self) -> None:
         cursor = min(part.scanned for part in self._parts.values())
-        async for batch in self._services.store.subscribe(cursor, self._batch_size):
-            for recorded in batch:
+        batches = self._services.store.subscribe_matching(self._keeper(), cursor, self._batch_size)
+        async for batch in batches:
+            for recorded in batch.events:
                 p = partition_of(recorded.stream_id, self._partitions)
                 part = self._parts.get(p)
                 if part is None or recorded.position <= part.scanned:
                     continue
-                if self.function.wants(recorded.type):
-                    await self._window.acquire()
-                    part.unfinished[recorded.position] = False
-                    self._enqueue(_Item(recorded, p, recorded.position))
+                await self._window.acquire()
+                part.unfinished[recorded.position] = False
+                self._enqueue(_Item(recorded, p, recorded.position))
                 part.scanned = recorded.position
             for part in self._parts.values():  # the whole batch is scanned for every partition
-                part.scanned = max(part.scanned, batch[-1].position)
+                part.scanned = max(part.scanned, batch.position)
+
+    def _keeper(self) -> Callable[[str, str], bool]:
+        """Which events the reader decodes: the function's types in the partitions owned now
+        (a change of ownership restarts the reader, and with it this filter)."""
+        owned, partitions, wants = self.owned, self._partitions, self.function.wants
+
+        def keep(stream_id: str, type_name: str) -> bool:
+            return wants(type_name) and partition_of(stream_id, partitions) in owned
+
+        return keep
 
     async def _poll_replays(self) -> None:
         letters = await self._services.functions.replays(
