@@ -11,11 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 import uuid_utils
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from eventgate.commands.handler import CommandHandler, CommandResult
 from eventgate.commands.idempotency import (
@@ -30,15 +27,21 @@ from eventgate.http.consistency import encode_token
 from eventgate.http.etags import ETagCipher, parse_etags
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.media import JSON, parse_media_type, response_type
-from eventgate.http.problems import HTTPProblem, problem_for, render_error
+from eventgate.http.problems import HTTPProblem, problem_for
+from eventgate.http.representation import Answer
+from eventgate.http.router import Router, header
 from eventgate.resources.bodies import decode_command, reads_body
 from eventgate.resources.declaration import Resource
 
 __all__ = ["command_app"]
 
+_CONSUMER = CONSUMER_HEADER.encode()
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+_ACCEPTED_TYPE = response_type(JSON, "CommandAccepted").encode()
 _REPLAYED_HEADERS = ("location", "consistency-token", "content-type", "command-id")
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Reply = Response | Answer
+Endpoint = Callable[[Request], Awaitable[Reply]]
 
 
 class ResourceCommands:
@@ -51,7 +54,7 @@ class ResourceCommands:
         self._item_url = resource.item_paths[0]
         self._item_commands = resource.item_commands()  # method -> commands, read per request
 
-    async def create(self, request: Request) -> Response:
+    async def create(self, request: Request) -> Reply:
         creating = self._resource.create
         if creating is None:  # only routed when declared
             raise HTTPProblem(405)
@@ -59,23 +62,21 @@ class ResourceCommands:
         command = decode_command(creating, await request.body(), None, creates=True)
         return await self._execute(request, command, None)
 
-    async def item(self, request: Request) -> Response:
+    async def item(self, request: Request) -> Reply:
         """PUT, POST or DELETE on an item: the command the method and domain-model name."""
         declared = self._item_commands[request.method]
         raw = await request.body()
-        if request.headers.get("content-type") or reads_body(declared) or len(declared) > 1:
+        if header(request, b"content-type") or reads_body(declared) or len(declared) > 1:
             kind = _command_model(request, *declared)
         else:
             kind = declared[0]
         command = decode_command(kind, raw, request.path_params["id"])
-        return await self._execute(request, command, request.headers.get("if-match"))
+        return await self._execute(request, command, header(request, b"if-match"))
 
-    async def _execute(self, request: Request, command: Command, if_match: str | None) -> Response:
+    async def _execute(self, request: Request, command: Command, if_match: str | None) -> Reply:
         expected = self._expected_version(command.id, if_match)
-        metadata = {
-            "correlationId": request.headers.get(REQUEST_ID_HEADER) or str(uuid_utils.uuid4())
-        }
-        consumer = request.headers.get(CONSUMER_HEADER)
+        metadata = {"correlationId": header(request, _REQUEST_ID) or str(uuid_utils.uuid4())}
+        consumer = header(request, _CONSUMER)
         if consumer:
             metadata["consumer"] = consumer
         try:
@@ -103,23 +104,26 @@ class ResourceCommands:
                 return version
         raise HTTPProblem(412, "If-Match does not name a current version of this item")
 
-    def _accepted(self, result: CommandResult) -> Response:
+    def _accepted(self, result: CommandResult) -> Answer:
         token = encode_token(result.position)
         body = {"commandId": result.command_id, "id": result.stream_id, "consistencyToken": token}
-        headers = {
-            "Location": self._item_url.format(id=result.stream_id),
-            "Consistency-Token": token,
-            "Command-Id": result.command_id,
-        }
-        return Response(orjson.dumps(body), 202, headers, response_type(JSON, "CommandAccepted"))
+        content = orjson.dumps(body)
+        headers = [
+            (b"location", self._item_url.format(id=result.stream_id).encode()),
+            (b"consistency-token", token.encode()),
+            (b"command-id", result.command_id.encode()),
+            (b"content-type", _ACCEPTED_TYPE),
+            (b"content-length", str(len(content)).encode()),
+        ]
+        return Answer(202, headers, content)
 
 
 def _command_model(request: Request, *accepted: type[Command]) -> type[Command]:
     """The command named by Content-Type's domain-model (the `Command` suffix is allowed);
     optional when only one command is accepted here."""
     names = [command.__name__ for command in accepted]
-    header = request.headers.get("content-type")
-    media = parse_media_type(header) if header else None
+    content_type = header(request, b"content-type")
+    media = parse_media_type(content_type) if content_type else None
     if media is None or not media.is_json:
         raise HTTPProblem(415, f"send the body as {JSON}", accepted=names)
     model = media.params.get("domain-model")
@@ -136,15 +140,15 @@ def _command_model(request: Request, *accepted: type[Command]) -> type[Command]:
 def idempotent(store: IdempotencyStore, endpoint: Endpoint) -> Endpoint:
     """Wrap a POST endpoint with Idempotency-Key handling (see commands/idempotency.py)."""
 
-    async def wrapped(request: Request) -> Response:
-        key = request.headers.get("idempotency-key")
+    async def wrapped(request: Request) -> Reply:
+        key = header(request, b"idempotency-key")
         if key is None:
             return await endpoint(request)
         if not 1 <= len(key) <= 255:
             raise HTTPProblem(400, "Idempotency-Key must be 1 to 255 characters")
-        consumer = request.headers.get(CONSUMER_HEADER, "")
+        consumer = header(request, _CONSUMER) or ""
         scope = "\n".join((consumer, request.method, request.url.path, key))
-        digest = hashlib.sha256(request.headers.get("content-type", "").encode())
+        digest = hashlib.sha256((header(request, b"content-type") or "").encode())
         digest.update(await request.body())
         outcome = await store.claim(scope, digest.hexdigest())
         if isinstance(outcome, Replay):
@@ -162,14 +166,18 @@ def idempotent(store: IdempotencyStore, endpoint: Endpoint) -> Endpoint:
         if response.status_code >= 500:
             await store.release(scope)
             return response
-        kept = {k: v for k, v in response.headers.items() if k in _REPLAYED_HEADERS}
+        kept = {
+            name: value.decode("latin-1")
+            for raw, value in response.raw_headers
+            if (name := raw.decode("latin-1").lower()) in _REPLAYED_HEADERS
+        }
         await store.complete(scope, response.status_code, kept, bytes(response.body))
         return response
 
     return wrapped
 
 
-async def _answer(request: Request, endpoint: Endpoint) -> Response:
+async def _answer(request: Request, endpoint: Endpoint) -> Reply:
     """The endpoint's response, with problems rendered (so they can be stored too)."""
     try:
         return await endpoint(request)
@@ -184,23 +192,18 @@ def command_app(
     handler: CommandHandler,
     cipher: ETagCipher,
     idempotency: IdempotencyStore,
-) -> Starlette:
+) -> Router:
     """The command ASGI app of `resources`; every POST honours Idempotency-Key."""
-    routes = []
+    routes: list[tuple[str, list[str], Endpoint]] = []
     for resource in resources:
         commands = ResourceCommands(resource, handler, cipher)
         methods = resource.item_commands()
         for path in resource.collection_paths if resource.create else ():
-            routes.append(Route(path, idempotent(idempotency, commands.create), methods=["POST"]))
+            routes.append((path, ["POST"], idempotent(idempotency, commands.create)))
         for path in resource.item_paths:
             for method in methods:
                 endpoint: Endpoint = commands.item
                 if method == "POST":
                     endpoint = idempotent(idempotency, endpoint)
-                routes.append(Route(path, endpoint, methods=[method]))
-    handlers = {
-        HTTPProblem: render_error,
-        EventgateError: render_error,
-        HTTPException: render_error,
-    }
-    return Starlette(routes=routes, exception_handlers=handlers)
+                routes.append((path, [method], endpoint))
+    return Router(routes)

@@ -102,19 +102,17 @@ class Rendered:
 
 
 class Answer:
-    """A response whose headers are raw bytes already: two ASGI messages, nothing more."""
+    """A response whose headers are raw bytes already: two ASGI messages, nothing more. Reads
+    like Starlette's `Response` where callers look (status_code, raw_headers, body)."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "raw_headers", "status_code")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
+        self.status_code = status
+        self.raw_headers = headers
         self.body = body
 
-    @property
-    def status_code(self) -> int:
-        return self.status
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body})

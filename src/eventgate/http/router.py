@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -62,7 +63,7 @@ class Router:
             request = Request(scope, receive)
             try:
                 response = await endpoint(request)
-            except (HTTPProblem, EventgateError) as error:
+            except (HTTPProblem, EventgateError, HTTPException) as error:
                 response = await render_error(request, error)
             except Exception:
                 logger.exception("%s %s failed", method, path)
