@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from functools import lru_cache
 from typing import Any, ClassVar, Self
 
 __all__ = ["Command", "Event", "camel_case", "snake_case"]
@@ -11,12 +12,14 @@ __all__ = ["Command", "Event", "camel_case", "snake_case"]
 _UPPER = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+@lru_cache(maxsize=4096)  # field names: few, and asked for on every request and event
 def camel_case(name: str) -> str:
     """`new_name` -> `newName`: the spelling of field names in stored event data."""
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
 
 
+@lru_cache(maxsize=4096)
 def snake_case(name: str) -> str:
     """`newName` -> `new_name`: the spelling of the same field in Python."""
     return _UPPER.sub("_", name).lower()
