@@ -1,7 +1,10 @@
 """A command or query service in another process, reached over HTTP by the gateway.
 
-One pooled `httpx.AsyncClient` per upstream (keep-alive connections, a bounded pool), a
-timeout on every request, and the base URLs tried in turn. A request is retried on the
+One pooled aiohttp `ClientSession` per upstream (keep-alive connections, a bounded pool, no
+cookie jar: the gateway forwards for many clients), timeouts on every request, and the base
+URLs tried in turn. aiohttp, not httpx: httpx's pool spends CPU quadratic in the requests
+waiting on it (encode/httpx#3215), which held a gateway with 64 busy clients to ~300 req/s
+on 2 cores (docs/decisions/0005-gateway-client.md). A request is retried on the
 next URL only when that cannot apply it twice: when the connection was never made (nothing
 was sent), or when the request only reads (GET, HEAD, OPTIONS) or carries an
 Idempotency-Key (which the command service answers once). PUT and DELETE are commands
@@ -21,8 +24,10 @@ import logging
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from multidict import CIMultiDict
 from starlette.types import Message, Receive, Scope, Send
+from yarl import URL
 
 from eventgate.gateway.internal import INTERNAL_HEADER
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
@@ -37,9 +42,13 @@ _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
      b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length"}
 )  # fmt: skip
-_RESPONSE_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
+_RESPONSE_DROPPED = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server"}
+)
 """Hop-by-hop headers, and those the gateway's own server sets."""
 _GATEWAY_HEADERS = frozenset({CONSUMER_HEADER.encode(), REQUEST_ID_HEADER.encode()})
+_NOT_ADDED = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+"""Headers aiohttp would add of its own: the client's are forwarded, none are made up."""
 _BACKOFF = 0.05
 _log = logging.getLogger(__name__)
 
@@ -66,19 +75,38 @@ class RemoteUpstream:
         self._turn = itertools.cycle(range(len(self.urls)))
         self._retries = retries
         self._token = internal_token
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=4.0,  # below uvicorn's 5 s: never reuse one it is closing
-            ),
-            follow_redirects=False,
-            trust_env=False,
+        self._limit = max_connections
+        # connect: waiting for a pooled connection and making one; sock_read: any silence
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=min(timeout, 2.0), sock_read=timeout
         )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The session, made on first use (aiohttp wants a running loop)."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                keepalive_timeout=4.0,  # below uvicorn's 5 s: never reuse one it is closing
+                use_dns_cache=True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=_NOT_ADDED,
+                trust_env=False,
+            )
+            # aiohttp resends PUT and DELETE once when a kept-alive connection breaks; they
+            # are commands here, retried only as __call__ decides. No public switch: the flag
+            # aiohttp's own test utilities set (pinned version; test_remote_upstream checks).
+            self._session._retry_connection = False
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
@@ -86,7 +114,7 @@ class RemoteUpstream:
             return  # the client left mid-upload: nobody to answer, nothing to forward
         headers = self._headers(scope)
         method = scope["method"]
-        idempotent = method in IDEMPOTENT_METHODS or any(k == "idempotency-key" for k, _ in headers)
+        idempotent = method in IDEMPOTENT_METHODS or "idempotency-key" in headers
         path = scope.get("raw_path") or scope["path"].encode()
         target = path.decode("latin-1")
         if scope.get("query_string"):
@@ -94,29 +122,34 @@ class RemoteUpstream:
         first = next(self._turn)
         failure = ""
         request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        client = self._client()
         for attempt in range(self._retries + 1):
             url = self.urls[(first + attempt) % len(self.urls)]
-            request = self._client.build_request(method, url + target, headers=headers,
-                                                 content=body)  # fmt: skip
             try:
-                response = await self._client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+                response = await client.request(
+                    method,
+                    URL(url + target, encoded=True),  # the path exactly as the client sent it
+                    headers=headers,
+                    data=body if body or method not in IDEMPOTENT_METHODS else None,
+                    allow_redirects=False,
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
                 failure = failure or "unreachable"  # nothing was sent: try the next one
                 _log.warning("%s %s: %s unreachable (%s)", method, request_id, url, _why(e))
-            except httpx.TimeoutException as e:
+            except TimeoutError as e:
                 failure = "timeout"
                 _log.warning("%s %s: %s did not answer in time (%s)", method, request_id,
                              url, _why(e))  # fmt: skip
                 if not idempotent:
                     break
-            except httpx.TransportError as e:
+            except aiohttp.ClientError as e:
                 failure = "broken" if failure != "timeout" else failure
                 _log.warning("%s %s: %s broke off (%s)", method, request_id, url, _why(e))
                 if not idempotent:
                     break
             else:
-                if response.status_code == 401:  # the services answer 401 to one thing only
-                    await response.aclose()
+                if response.status == 401:  # the services answer 401 to one thing only
+                    response.release()
                     _log.error("%s refused the gateway: is EVENTGATE_INTERNAL_TOKEN the same"
                                " for every process?", url)  # fmt: skip
                     answer = problem(502, "the service behind the gateway refused it")
@@ -132,7 +165,7 @@ class RemoteUpstream:
             answer = problem(502, "the service behind the gateway cannot be reached")
         await answer(scope, receive, send)
 
-    def _headers(self, scope: Scope) -> list[tuple[str, str]]:
+    def _headers(self, scope: Scope) -> CIMultiDict[str]:
         named = {  # headers the Connection header names are hop-by-hop too (RFC 9110 7.6.1)
             token.strip().lower().encode("latin-1")
             for k, v in scope["headers"]
@@ -141,16 +174,16 @@ class RemoteUpstream:
         }
         named -= _GATEWAY_HEADERS  # a client cannot have the gateway's own headers dropped
         dropped = _HOP_BY_HOP | named | {INTERNAL_HEADER.encode()}
-        headers = [
+        headers = CIMultiDict(
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
             if k not in dropped
-        ]
+        )
         client = scope.get("client")
         if client:
-            headers.append(("x-forwarded-for", client[0]))
+            headers.add("x-forwarded-for", client[0])
         if self._token is not None:
-            headers.append((INTERNAL_HEADER, self._token))
+            headers.add(INTERNAL_HEADER, self._token)
         return headers
 
 
@@ -170,19 +203,15 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _relay(response: httpx.Response, send: Send) -> None:
+async def _relay(response: aiohttp.ClientResponse, send: Send) -> None:
     try:
-        headers = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in response.headers.multi_items()
-            if k.lower() not in _RESPONSE_DROPPED
-        ]
-        start: Message = {"type": "http.response.start", "status": response.status_code,
+        headers = [(k, v) for k, v in response.raw_headers if k.lower() not in _RESPONSE_DROPPED]
+        start: Message = {"type": "http.response.start", "status": response.status,
                           "headers": headers}  # fmt: skip
         await send(start)
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
-        await response.aclose()
+        response.release()
