@@ -17,6 +17,7 @@ from eventgate.errors import (
 )
 from eventgate.eventstore import SQLiteEventStore
 from eventgate.eventstore.codec import EventCodec
+from eventgate.eventstore.model import RecordedEvent
 from eventgate.examples.inventory import inventory_app
 from eventgate.examples.inventory.domain import (
     CheckInItemsToInventory,
@@ -101,3 +102,58 @@ async def test_a_command_sent_again_with_its_id_is_not_applied_twice(
     assert isinstance(item, InventoryItem) and item.count == 3 and item.version == 2
     with pytest.raises(AggregateAlreadyExists):  # another id: a real second create
         await handler.execute(CreateInventoryItem("a", "widget"), command_id="c-3")
+
+
+@pytest.fixture
+async def two_handlers(tmp_path: Path) -> AsyncIterator[tuple[CommandHandler, CommandHandler]]:
+    """Two handlers on one store, as two command processes on one database."""
+    app = inventory_app()
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    yield (
+        CommandHandler(store, EventCodec(app.events), app.commands),
+        CommandHandler(store, EventCodec(app.events), app.commands),
+    )
+    await store.close()
+
+
+async def test_remembered_history_never_decides_past_another_writer(
+    two_handlers: tuple[CommandHandler, CommandHandler],
+) -> None:
+    """Handler a remembers item "a" at 0 in stock; b checks in 5 behind its back. a must still
+    remove 3 (not refuse on its stale count), accept b's version as If-Match, and not take a
+    rename to the current name for a no-op when b renamed it meanwhile."""
+    a, b = two_handlers
+    await a.execute(CreateInventoryItem("a", "widget"))
+    await b.execute(CheckInItemsToInventory("a", 5))
+    removed = await a.execute(RemoveItemsFromInventory("a", 3))
+    assert removed.version == 3
+    await b.execute(RenameInventoryItem("a", "gadget"))
+    renamed = await a.execute(RenameInventoryItem("a", "renamed"), expected_version=4)
+    assert renamed.version == 5
+    await b.execute(RenameInventoryItem("a", "widget"))
+    again = await a.execute(RenameInventoryItem("a", "renamed"))
+    assert again.events and again.version == 7  # a remembered "renamed" already: not a no-op
+    await b.execute(DeactivateInventoryItem("a"))
+    with pytest.raises(RuleViolation):  # refused on the stored history, not the remembered one
+        await a.execute(RenameInventoryItem("a", "x"))
+    with pytest.raises(ConcurrencyError):  # a stale If-Match is still the caller's conflict
+        await a.execute(RenameInventoryItem("a", "y"), expected_version=7)
+
+
+async def test_a_command_on_a_remembered_stream_reads_nothing(handler: CommandHandler) -> None:
+    await handler.execute(CreateInventoryItem("a", "widget"))
+    reads = 0
+    store = handler._store
+    read_stream = store.read_stream
+
+    async def counted(stream_id: str) -> list[RecordedEvent]:
+        nonlocal reads
+        reads += 1
+        return await read_stream(stream_id)
+
+    store.read_stream = counted  # type: ignore[method-assign]
+    for n in range(3):
+        await handler.execute(RenameInventoryItem("a", f"name {n}"))
+    assert reads == 0
+    history = await read_stream("a")
+    assert [e.stream_version for e in history] == [1, 2, 3, 4]

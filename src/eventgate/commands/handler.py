@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uuid_utils
+from cachetools import LRUCache
 
 from eventgate.domain.aggregate import Aggregate
 from eventgate.domain.messages import Command
@@ -17,6 +18,7 @@ from eventgate.errors import (
     AggregateNotFound,
     ConcurrencyError,
     ConfigError,
+    DomainError,
 )
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.model import RecordedEvent
@@ -25,6 +27,11 @@ from eventgate.eventstore.protocol import NO_STREAM, EventStore
 __all__ = ["CommandHandler", "CommandResult"]
 
 _RACE_RETRIES = 10
+_CACHED_STREAMS = 2048
+_CACHED_EVENTS = 32
+"""Histories kept in memory: up to this many streams, each of at most this many events."""
+_REFUSALS = (ConcurrencyError, AggregateNotFound, AggregateAlreadyExists, DomainError)
+"""What a decision may answer instead of appending; none of them has written anything."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,12 @@ class CommandHandler:
 
     The order of checks is the HTTP contract's: unknown aggregate (404) or taken id (409),
     then the caller's expected version (412), then the aggregate's own rules (409/422).
+
+    Streams this handler read or wrote keep their history in memory, so a command on a
+    known stream decides without reading it again. Another process may have appended since,
+    so a decision on remembered history stands only when its append succeeds (the store's
+    expected-version check proves the history was the whole stream); a refusal or a no-op
+    is decided again on the stored history before it is answered.
     """
 
     def __init__(
@@ -57,6 +70,7 @@ class CommandHandler:
         self._codec = codec
         self._routes = dict(routes)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._histories: LRUCache[str, list[RecordedEvent]] = LRUCache(_CACHED_STREAMS)
 
     async def load(self, aggregate_type: type[Aggregate], stream_id: str) -> Aggregate:
         """The aggregate as of its latest stored event (a fresh one if it has none)."""
@@ -132,7 +146,30 @@ class CommandHandler:
                 if done is None:
                     raise
                 return done
+        remembered = self._histories.get(command.id)
+        if remembered is not None:
+            try:
+                result = await self._decide(aggregate_type, command, expected_version, metadata,
+                                            command_id, repeatable, remembered)  # fmt: skip
+                if result.events:
+                    return result  # appended: the remembered history was the whole stream
+            except _REFUSALS:
+                pass
+            self._histories.pop(command.id, None)
         history = await self._store.read_stream(command.id)
+        return await self._decide(aggregate_type, command, expected_version, metadata,
+                                  command_id, repeatable, history)  # fmt: skip
+
+    async def _decide(
+        self,
+        aggregate_type: type[Aggregate],
+        command: Command,
+        expected_version: int | None,
+        metadata: dict[str, Any],
+        command_id: str,
+        repeatable: bool,
+        history: list[RecordedEvent],
+    ) -> CommandResult:
         if history and history[0].metadata.get("aggregate", aggregate_type.type_name) != (
             aggregate_type.type_name
         ):
@@ -154,6 +191,7 @@ class CommandHandler:
         if not pending:
             return CommandResult(command_id, command.id, loaded_version, last_position)
         recorded = await self._store.append(command.id, pending, expected_version=loaded_version)
+        self._remember(command.id, [*history, *recorded])
         return CommandResult(
             command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
         )
@@ -174,9 +212,16 @@ class CommandHandler:
             recorded = await self._store.append(command.id, pending, expected_version=NO_STREAM)
         except ConcurrencyError:
             raise AggregateAlreadyExists(command.id) from None
+        self._remember(command.id, recorded)
         return CommandResult(
             command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
         )
+
+    def _remember(self, stream_id: str, history: list[RecordedEvent]) -> None:
+        if len(history) <= _CACHED_EVENTS:
+            self._histories[stream_id] = history
+        else:
+            self._histories.pop(stream_id, None)
 
     async def _done_before(self, command: Command, command_id: str) -> CommandResult | None:
         return _done_in(await self._store.read_stream(command.id), command, command_id)

@@ -103,8 +103,9 @@ class Gateway:
             if consumer is None:
                 answer = problem(401, "send a valid API key", {"WWW-Authenticate": "Bearer"})
                 return answer, None, None, {}
-        route, allowed = self._table.match(method, path)
+        route = self._table.match(method, path)
         if route is None:
+            allowed = self._table.allowed(path)
             if not allowed:
                 return problem(404, f"no resource at {path}", instance=path), consumer, None, {}
             detail = f"{method} is not allowed here"

@@ -39,16 +39,20 @@ class RouteTable:
             compiled = (_compile(route.pattern), route)
             self._by_depth.setdefault(route.pattern.count("/"), []).append(compiled)
 
-    def match(self, method: str, path: str) -> tuple[GatewayRoute | None, list[str]]:
-        """The route for (method, path), and every method allowed on that path."""
+    def match(self, method: str, path: str) -> GatewayRoute | None:
+        """The route for (method, path), or None."""
+        for regex, route in self._by_depth.get(path.count("/"), ()):
+            if method in route.methods and regex.fullmatch(path):
+                return route
+        return None
+
+    def allowed(self, path: str) -> list[str]:
+        """Every method some route takes on `path` (for 405's Allow and OPTIONS)."""
         allowed: list[str] = []
-        found = None
         for regex, route in self._by_depth.get(path.count("/"), ()):
             if regex.fullmatch(path):
                 allowed += [m for m in sorted(route.methods) if m not in allowed]
-                if method in route.methods and found is None:
-                    found = route
-        return found, allowed
+        return allowed
 
 
 def _compile(pattern: str) -> re.Pattern[str]:

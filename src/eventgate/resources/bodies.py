@@ -13,6 +13,7 @@ values 422 naming the field, as `$.field` paths in the body's own spelling.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -231,9 +232,9 @@ def _check_values(value: object, path: str) -> None:
         if not math.isfinite(value):
             raise HTTPProblem(422, f"numbers must be finite - at `{path}`")
     elif dataclasses.is_dataclass(value):
-        for f in dataclasses.fields(value):
-            if path != "$" or f.name != "id":
-                _check_values(getattr(value, f.name), f"{path}.{camel_case(f.name)}")
+        for name in _field_names(value.__class__):
+            if path != "$" or name != "id":
+                _check_values(getattr(value, name), f"{path}.{camel_case(name)}")
     elif isinstance(value, Mapping):
         for key, item in value.items():
             _check_values(key, path)
@@ -241,6 +242,11 @@ def _check_values(value: object, path: str) -> None:
     elif isinstance(value, list | tuple | set | frozenset):
         for index, item in enumerate(value):
             _check_values(item, f"{path}[{index}]")
+
+
+@functools.cache  # dataclass types: declared, so few
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(kind))
 
 
 def _camel_message(message: str) -> str:

@@ -35,8 +35,8 @@ def allowed_methods(
     """resource path -> {"collection": methods, "item": methods}, as OPTIONS and 405 say."""
     return {
         resource.path: {
-            "collection": table.match("OPTIONS", resource.path)[1],
-            "item": table.match("OPTIONS", resource.item_paths[0].replace("{id}", "x"))[1],
+            "collection": table.allowed(resource.path),
+            "item": table.allowed(resource.item_paths[0].replace("{id}", "x")),
         }
         for resource in resources
     }
