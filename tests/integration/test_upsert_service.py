@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings
 from eventgate.errors import ProjectionError, StaleCheckpoint
-from eventgate.eventstore.model import RecordedEvent
+from eventgate.eventstore.model import RecordedEvent, Scanned
 from eventgate.examples.inventory import inventory_app
 from eventgate.examples.inventory.domain import (
     CheckInItemsToInventory,
@@ -158,3 +161,70 @@ async def test_a_projection_whose_shape_changed_is_rebuilt_from_the_log(tmp_path
 async def test_an_unknown_projection_name_is_a_clear_error(system: System) -> None:
     with pytest.raises(ProjectionError, match="known: inventory_item_details"):
         system.read_store.projection("nope")
+
+
+async def expected_rows(system: System) -> dict[str, list[Row]]:
+    """Every projection's rows as a rebuild of each, alone, from the log gives them."""
+    for projection in system.upsert.projections:
+        await system.upsert.rebuild(projection)
+    return {p.name: await system.read_store.rows(p) for p in system.upsert.projections}
+
+
+async def test_projections_at_different_checkpoints_follow_one_read_of_the_log(
+    system: System,
+) -> None:
+    await run_scenario(system)
+    await system.upsert.follow(item_list, until=3)
+    kept: list[int] = []
+    reading = system.store.subscribe_matching
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        async def batches() -> AsyncIterator[Scanned]:
+            async for scanned in reading(*args, **kwargs):
+                kept.extend(e.position for e in scanned.events)
+                yield scanned
+
+        return batches()
+
+    system.store.subscribe_matching = counted  # type: ignore[method-assign]
+    await system.upsert.follow_all([item_list, item_details], until=6)
+    assert kept == [1, 2, 3, 4, 5, 6]  # read and decoded once, from the lower checkpoint
+    assert {s.checkpoint for s in await system.upsert.status()} == {6}
+    live = {p.name: await system.read_store.rows(p) for p in system.upsert.projections}
+    assert live == await expected_rows(system)
+
+
+async def test_a_reset_under_the_running_service_is_caught_up_and_nothing_doubled(
+    system: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reset (a rebuild starting elsewhere) moves one checkpoint under the running service:
+    its next transaction, for both projections, is refused whole; it resumes from the stored
+    checkpoints, each projection from its own."""
+    for n in range(40):
+        await system.commands.execute(CreateInventoryItem(f"i-{n}", f"item {n}"))
+        await system.commands.execute(CheckInItemsToInventory(f"i-{n}", n + 1))
+
+    async def check_in(n: int) -> None:
+        for _ in range(10):
+            await system.commands.execute(CheckInItemsToInventory(f"i-{n}", 1))
+
+    caplog.set_level(logging.INFO, "eventgate.projections.service")
+    running = asyncio.create_task(system.upsert.run())
+    try:
+        async with asyncio.timeout(10):
+            await system.feed.wait_for(item_details.name, 80)
+        await system.read_store.reset(item_details)
+        await asyncio.gather(*(check_in(n) for n in range(40)))
+        head = await system.store.head()
+        async with asyncio.timeout(10):
+            for projection in system.upsert.projections:
+                while await system.read_store.load_checkpoint(projection.name) < head:
+                    await system.feed.wait_for(projection.name, head)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert "resuming from the stored checkpoints" in caplog.text
+    counts = {r["id"]: r["current_count"] for r in await system.read_store.rows(item_details)}
+    assert counts == {f"i-{n}": n + 11 for n in range(40)}
+    live = {p.name: await system.read_store.rows(p) for p in system.upsert.projections}
+    assert live == await expected_rows(system)

@@ -16,7 +16,7 @@ learn the parked streams and wake their consistency waits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -163,40 +163,62 @@ class PostgresReadStore(KnownProjections):
 
     async def apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
         """Apply `delivery` and move the checkpoint in one transaction (compare-and-set)."""
+        [changes] = await self.apply_all([(projection, delivery)])
+        return changes
+
+    async def apply_all(
+        self, deliveries: Sequence[tuple[Projection, Delivery]]
+    ) -> list[list[RecordChanged]]:
+        """Apply each projection's delivery in one transaction, all or nothing. Checkpoint
+        rows are locked in name order, so two processes never wait on each other in a cycle."""
+        order = sorted(range(len(deliveries)), key=lambda n: deliveries[n][0].name)
+        applied: dict[int, tuple[list[RecordChanged], set[str], set[str]]] = {}
         async with self._pool.acquire() as connection, connection.transaction():
-            checkpoint = await _locked_checkpoint(connection, projection.name)
-            if checkpoint != delivery.after:
-                raise StaleCheckpoint(
-                    f"projection {projection.name} is at {checkpoint}, not {delivery.after}"
-                )
-            keys = {event.stream_id for event in delivery.events}
-            # the table decides, not this process's copy: another process may have parked
-            # or unparked these streams (a lease moved, an operator's retry)
-            parked = await _parked_among(connection, projection.name, keys)
-            before = set(parked)
-            stored = await self._get_many(connection, projection, keys)
-            folded = fold(projection, delivery.events, stored, parked)
-            await self._upsert(connection, projection, folded.changed.values())
-            for event, error in folded.parked:
-                await _park(connection, projection.name, event, error)
-            changes = await connection.fetchval(
-                "UPDATE eventgate_projection_checkpoints SET position = $2, changes = changes + 1"
-                " WHERE name = $1 RETURNING changes",
-                projection.name,
-                delivery.position,
+            for n in order:
+                applied[n] = await self._apply(connection, *deliveries[n])
+        # this process's copy of the parked streams changes only once the transaction holds
+        for n, (projection, _) in enumerate(deliveries):
+            _, keys, parked = applied[n]
+            known = self._parked[projection.name]
+            known.difference_update(keys)
+            known.update(parked)
+        return [applied[n][0] for n in range(len(deliveries))]
+
+    async def _apply(
+        self, connection: Connection, projection: Projection, delivery: Delivery
+    ) -> tuple[list[RecordChanged], set[str], set[str]]:
+        """One delivery inside the caller's transaction: its changes, the streams it
+        touched and those of them now parked."""
+        checkpoint = await _locked_checkpoint(connection, projection.name)
+        if checkpoint != delivery.after:
+            raise StaleCheckpoint(
+                f"projection {projection.name} is at {checkpoint}, not {delivery.after}"
             )
-            changed = list(folded.changed)
-            notice = ReadModelNotice(
-                projection.name, delivery.position, changes, changed, bool(folded.parked)
-            )
-            await _notify(connection, notice)
-        known = self._parked[projection.name]
-        known.difference_update(keys - before)
-        known.update(parked)
-        return [
-            RecordChanged(projection.name, key, row["_position"])
-            for key, row in folded.changed.items()
+        keys = {event.stream_id for event in delivery.events}
+        # the table decides, not this process's copy: another process may have parked
+        # or unparked these streams (a lease moved, an operator's retry)
+        parked = await _parked_among(connection, projection.name, keys)
+        stored = await self._get_many(connection, projection, keys)
+        folded = fold(projection, delivery.events, stored, parked)
+        await self._upsert(connection, projection, folded.changed.values())
+        for event, error in folded.parked:
+            await _park(connection, projection.name, event, error)
+        changes = await connection.fetchval(
+            "UPDATE eventgate_projection_checkpoints SET position = $2, changes = changes + 1"
+            " WHERE name = $1 RETURNING changes",
+            projection.name,
+            delivery.position,
+        )
+        changed = list(folded.changed)
+        notice = ReadModelNotice(
+            projection.name, delivery.position, changes, changed, bool(folded.parked)
+        )
+        await _notify(connection, notice)
+        name = projection.name
+        recorded = [
+            RecordChanged(name, key, row["_position"]) for key, row in folded.changed.items()
         ]
+        return recorded, keys, parked
 
     async def reset(self, projection: Projection) -> None:
         """Recreate the read model empty, its checkpoint 0 and nothing parked, atomically."""

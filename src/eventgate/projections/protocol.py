@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from eventgate.errors import ProjectionError
@@ -61,6 +61,13 @@ class ReadStore(Protocol):
     async def apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
         """Apply `delivery` and move the checkpoint from `delivery.after`, in one transaction;
         StaleCheckpoint when the checkpoint is elsewhere."""
+        ...
+
+    async def apply_all(
+        self, deliveries: Sequence[tuple[Projection, Delivery]]
+    ) -> list[list[RecordChanged]]:
+        """`apply` for several projections (each at most once) in one transaction: all or
+        nothing, StaleCheckpoint when any checkpoint is elsewhere; the changes of each."""
         ...
 
     async def reset(self, projection: Projection) -> None:

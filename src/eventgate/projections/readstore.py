@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,38 +96,58 @@ class SQLiteReadStore(KnownProjections):
 
     async def apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
         """Apply `delivery` and move the checkpoint in one transaction."""
-        return await self._file.on_writer(self._apply, projection, delivery)
+        [changes] = await self.apply_all([(projection, delivery)])
+        return changes
+
+    async def apply_all(
+        self, deliveries: Sequence[tuple[Projection, Delivery]]
+    ) -> list[list[RecordChanged]]:
+        """Apply each projection's delivery and move its checkpoint, all in one transaction
+        (all or nothing: StaleCheckpoint if any checkpoint is not where its delivery starts)."""
+        return await self._file.on_writer(self._apply_all, deliveries)
 
     async def reset(self, projection: Projection) -> None:
         """Recreate the read model empty and set its checkpoint to 0, in one transaction."""
         await self._file.on_writer(self._reset, projection)
 
-    def _apply(self, projection: Projection, delivery: Delivery) -> list[RecordChanged]:
+    def _apply_all(
+        self, deliveries: Sequence[tuple[Projection, Delivery]]
+    ) -> list[list[RecordChanged]]:
         connection = self._file.connection()
         with write_transaction(connection):
-            checkpoint = _checkpoint(connection, projection.name)
-            if checkpoint != delivery.after:
-                raise StaleCheckpoint(
-                    f"projection {projection.name} is at {checkpoint}, not {delivery.after}"
-                )
-            keys = {event.stream_id for event in delivery.events}
-            # the table decides, not this process's copy: another process may have parked
-            # or unparked these streams (a lease moved, an operator's retry)
-            parked = parking.parked_among(connection, projection.name, keys)
-            before = set(parked)
-            stored = self._get_many(connection, projection, keys)
-            folded = fold(projection, delivery.events, stored, parked)
-            self._upsert(connection, projection, folded.changed.values())
-            for event, error in folded.parked:
-                parking.park(connection, projection.name, event, error)
-            _set_checkpoint(connection, projection.name, delivery.position)
-        known = self._parked[projection.name]
-        known.difference_update(keys - before)
-        known.update(parked)
-        return [
-            RecordChanged(projection.name, key, row["_position"])
-            for key, row in folded.changed.items()
+            applied = [self._apply(connection, p, delivery) for p, delivery in deliveries]
+        # this process's copy of the parked streams changes only once the transaction holds
+        for (projection, _), (_, keys, parked) in zip(deliveries, applied, strict=True):
+            known = self._parked[projection.name]
+            known.difference_update(keys)
+            known.update(parked)
+        return [changes for changes, _, _ in applied]
+
+    def _apply(
+        self, connection: sqlite3.Connection, projection: Projection, delivery: Delivery
+    ) -> tuple[list[RecordChanged], set[str], set[str]]:
+        """One delivery inside the caller's transaction: its changes, the streams it
+        touched and those of them now parked."""
+        checkpoint = _checkpoint(connection, projection.name)
+        if checkpoint != delivery.after:
+            raise StaleCheckpoint(
+                f"projection {projection.name} is at {checkpoint}, not {delivery.after}"
+            )
+        keys = {event.stream_id for event in delivery.events}
+        # the table decides, not this process's copy: another process may have parked
+        # or unparked these streams (a lease moved, an operator's retry)
+        parked = parking.parked_among(connection, projection.name, keys)
+        stored = self._get_many(connection, projection, keys)
+        folded = fold(projection, delivery.events, stored, parked)
+        self._upsert(connection, projection, folded.changed.values())
+        for event, error in folded.parked:
+            parking.park(connection, projection.name, event, error)
+        _set_checkpoint(connection, projection.name, delivery.position)
+        name = projection.name
+        changes = [
+            RecordChanged(name, key, row["_position"]) for key, row in folded.changed.items()
         ]
+        return changes, keys, parked
 
     def _upsert(
         self, connection: sqlite3.Connection, projection: Projection, rows: Iterable[Row]

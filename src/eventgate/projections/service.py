@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from eventgate.errors import StaleCheckpoint
-from eventgate.hub.hub import EventHub
+from eventgate.eventstore.model import Scanned
+from eventgate.hub.hub import Delivery, EventHub
 from eventgate.projections.changes import ALL_ROWS, ChangeFeed, RecordChanged
 from eventgate.projections.parking import SKIP, ParkedStream
 from eventgate.projections.projection import Projection
@@ -83,8 +84,7 @@ class UpsertService:
         """Follow the log with every projection until cancelled."""
         async with asyncio.TaskGroup() as group:
             if self._membership is None:
-                for projection in self.projections:
-                    group.create_task(self._keep_running(projection), name=projection.name)
+                group.create_task(self._keep_running(list(self.projections)), name="projections")
             else:
                 self.held = frozenset()
                 group.create_task(self._lead(self._membership), name="projection-leases")
@@ -95,7 +95,7 @@ class UpsertService:
         Past the lease's time-to-live without a renewal, stop everything: another process
         may have taken over."""
         registry, names = membership.registry, sorted(self._read_store.projections)
-        running: dict[str, asyncio.Task[None]] = {}
+        running: asyncio.Task[None] | None = None  # one follower for all that is held
         renewed = asyncio.get_running_loop().time()
         try:
             await membership.joined.wait()
@@ -113,17 +113,15 @@ class UpsertService:
                     _log.warning("cannot renew projection leases (%s)", str(e) or type(e).__name__)
                     lapsing = loop.time() - renewed >= membership.ttl - membership.heartbeat
                     claim, keep = None, frozenset() if lapsing else self.held
-                stopped = [running.pop(name) for name in sorted(set(running) - keep)]
-                for task in stopped:
-                    task.cancel()
-                for name in sorted(self.held - keep):
-                    _log.info("projection %s: lease given up by %s", name, membership.id)
-                await asyncio.gather(*stopped, return_exceptions=True)
-                for name in sorted(keep - set(running)):
-                    projection = self._read_store.projections[name]
-                    running[name] = asyncio.create_task(self._keep_running(projection))
-                    _log.info("projection %s: lease held by %s", name, membership.id)
-                self.held = keep
+                if keep != self.held or running is None:
+                    await _stop(running)
+                    for name in sorted(self.held - keep):
+                        _log.info("projection %s: lease given up by %s", name, membership.id)
+                    for name in sorted(keep - self.held):
+                        _log.info("projection %s: lease held by %s", name, membership.id)
+                    held = [self._read_store.projections[name] for name in sorted(keep)]
+                    running = asyncio.create_task(self._keep_running(held)) if held else None
+                    self.held = keep
                 if claim is not None and claim.held - keep:
                     try:
                         await registry.release(membership.id, claim.held - keep)
@@ -131,44 +129,80 @@ class UpsertService:
                         _log.warning("cannot give back projection leases (%s)", e)
                 await asyncio.sleep(membership.heartbeat)
         finally:
-            for task in running.values():
-                task.cancel()
-            await asyncio.gather(*running.values(), return_exceptions=True)
+            await _stop(running)
 
     async def follow(
         self, projection: Projection, *, until: int | None = None, progress: Progress | None = None
     ) -> None:
         """Apply deliveries to `projection`; return once its checkpoint reaches `until`."""
+        await self.follow_all([projection], until=until, progress=progress)
+
+    async def follow_all(
+        self,
+        projections: Sequence[Projection],
+        *,
+        until: int | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Apply the log to `projections`: one read of each batch for all of them (decoding
+        only the types they handle), and one read-store transaction per batch that moves
+        every checkpoint with its changes. Returns once every checkpoint reaches `until`."""
+        wanted = frozenset().union(*(p.event_types for p in projections))
         while True:
-            subscription = self._hub.subscription(
-                projection.name,
-                self._read_store,
-                types=projection.event_types,
+            checkpoints = await self._start(projections)
+            if until is not None and min(checkpoints.values()) >= until:
+                return
+            batches = self._hub.store.subscribe_matching(
+                lambda stream, type_name: type_name in wanted,
+                after=min(checkpoints.values()),
                 batch_size=self._batch_size,
             )
-            checkpoint = await subscription.checkpoint()
-            # Starting (or taking a lease over): rows another process changed before now may
-            # sit in this process's caches, and its parked set may be behind the table.
+            try:
+                async for scanned in batches:
+                    await self._apply(projections, checkpoints, scanned)
+                    if progress is not None:
+                        progress(scanned.position)
+                    if until is not None and scanned.position >= until:
+                        return
+            except StaleCheckpoint as e:
+                # Another process moved a read model (a rebuild, say): anything derived from
+                # it in this process is suspect; starting again announces a change to every row.
+                _log.info("%s; resuming from the stored checkpoints", e)
+            finally:
+                await batches.aclose()  # type: ignore[attr-defined]
+
+    async def _start(self, projections: Sequence[Projection]) -> dict[str, int]:
+        """The stored checkpoints. Starting (or taking a lease over): rows another process
+        changed before now may sit in this process's caches, and its parked sets may be
+        behind the table, so each view is announced changed everywhere."""
+        checkpoints: dict[str, int] = {}
+        for projection in projections:
+            checkpoint = await self._read_store.load_checkpoint(projection.name)
             await self._read_store.reload_parked(projection.name)
             everything = RecordChanged(projection.name, ALL_ROWS, checkpoint)
             await self._feed.publish(projection.name, checkpoint, [everything])
-            if until is not None and checkpoint >= until:
-                return
-            try:
-                async for delivery in subscription:
-                    changes = await self._read_store.apply(projection, delivery)
-                    await self._feed.publish(projection.name, delivery.position, changes)
-                    if progress is not None:
-                        progress(delivery.position)
-                    if until is not None and delivery.position >= until:
-                        return
-            except StaleCheckpoint as e:
-                # Another process moved this read model (a rebuild, say): anything derived
-                # from it in this process is suspect, so announce a change to every row.
-                _log.info("%s; resuming from the stored checkpoint", e)
-                await self._read_store.reload_parked(projection.name)
-                everything = RecordChanged(projection.name, ALL_ROWS, checkpoint)
-                await self._feed.publish(projection.name, checkpoint, [everything])
+            checkpoints[projection.name] = checkpoint
+        return checkpoints
+
+    async def _apply(
+        self, projections: Sequence[Projection], checkpoints: dict[str, int], scanned: Scanned
+    ) -> None:
+        """Each projection's share of `scanned` (what lies past its checkpoint, of the types
+        it handles), applied in one transaction, then announced."""
+        deliveries = [
+            (projection, Delivery(checkpoints[projection.name], scanned.position, [
+                e for e in scanned.events
+                if e.position > checkpoints[projection.name] and e.type in projection.handlers
+            ]))
+            for projection in projections
+            if scanned.position > checkpoints[projection.name]
+        ]  # fmt: skip
+        if not deliveries:
+            return
+        applied = await self._read_store.apply_all(deliveries)
+        for (projection, delivery), changes in zip(deliveries, applied, strict=True):
+            checkpoints[projection.name] = delivery.position
+            await self._feed.publish(projection.name, delivery.position, changes)
 
     async def rebuild(self, projection: Projection, progress: Progress | None = None) -> int:
         """Empty `projection` and replay the log into it up to today's head; returns the head."""
@@ -219,15 +253,22 @@ class UpsertService:
                 _log.exception("handling parked-stream requests failed; trying again")
             await asyncio.sleep(REQUEST_POLL_INTERVAL)
 
-    async def _keep_running(self, projection: Projection) -> None:
+    async def _keep_running(self, projections: Sequence[Projection]) -> None:
         """Follow forever. A failing handler parks its event's stream (in the read store's
         transaction); what fails here is the store itself (disk full, say): logged and
         retried with backoff, never skipped."""
         backoff = 0.5
+        names = ", ".join(p.name for p in projections)
         while True:
             try:
-                await self.follow(projection)
+                await self.follow_all(projections)
             except Exception:
-                _log.exception("projection %s failed; retrying in %.1fs", projection.name, backoff)
+                _log.exception("projections %s failed; retrying in %.1fs", names, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
