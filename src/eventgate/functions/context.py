@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,14 +48,19 @@ class Context:
         self.attempt = attempt
         self.settings = services.settings
         self.data_dir = services.data_dir
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"eventgate.functions.{function}"),
-            {"function": function, "event_id": event.id, "attempt": attempt},
-        )
         self._services = services
         self._sent = 0
         self._published = 0
         self.effects_recorded = False
+
+    @functools.cached_property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger bound to this function, event and attempt; made on first use, since
+        most invocations never log (about 0.7 us of a no-op invocation's ~15 us)."""
+        return logging.LoggerAdapter(
+            logging.getLogger(f"eventgate.functions.{self.function}"),
+            {"function": self.function, "event_id": self.event.id, "attempt": self.attempt},
+        )
 
     def key(self, name: str) -> str:
         """A stable idempotency key for effect `name` of this event in this function:
