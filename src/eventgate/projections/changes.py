@@ -43,9 +43,10 @@ class ChangeFeed:
 
     async def publish(self, view: str, position: int, changes: Iterable[RecordChanged]) -> None:
         """Announce committed `changes`, and that `view` has reached `position`."""
-        for change in changes:
-            for listener in list(self._listeners):
-                listener(change)
+        if self._listeners:
+            for change in changes:
+                for listener in list(self._listeners):  # one may stop itself while called
+                    listener(change)
         self._positions[view] = max(position, self.position(view))
         async with self._advanced:
             self._advanced.notify_all()

@@ -42,13 +42,23 @@ class Replayed:
 def apply_one(projection: Projection, current: Row | None, event: RecordedEvent) -> Row | None:
     """The projection's new row for `event` (None: unchanged), checked to fit its columns."""
     if current is not None:
-        current = {c: v for c, v in current.items() if c != "_position"}
-    new = projection.apply(current, event)
+        current = _bare(current)
+    return _applied(projection, current, event)
+
+
+def _applied(projection: Projection, bare: Row | None, event: RecordedEvent) -> Row | None:
+    """`apply_one` of a row that has no `_position`."""
+    new = projection.apply(bare, event)
     if new is not None and new[projection.key] != event.stream_id:
         raise ProjectionError(
             f"a row for stream {event.stream_id!r} must keep {projection.key} = {event.stream_id!r}"
         )
     return new
+
+
+def _bare(row: Row) -> Row:
+    """`row` without its `_position`, as handlers see rows."""
+    return {c: v for c, v in row.items() if c != "_position"}
 
 
 def fold(
@@ -61,14 +71,20 @@ def fold(
     stream whose event fails now is added to `parked` (the caller keeps the set only if
     its transaction commits)."""
     folded = Folded()
+    rows: dict[str, Row | None] = {}  # each stream's row so far, without `_position`
+    changed: dict[str, tuple[Row, int]] = {}  # new rows, with the event that made each
     for event in events:
         key = event.stream_id
         if key in parked:
             folded.parked.append((event, None))
             continue
-        current = folded.changed.get(key) or stored.get(key)
+        if key in rows:
+            current = rows[key]
+        else:
+            found = stored.get(key)
+            current = rows[key] = None if found is None else _bare(found)
         try:
-            new = apply_one(projection, current, event)
+            new = _applied(projection, current, event)
         except Exception as e:  # a user's handler: any error parks the stream, logged
             error = f"{type(e).__name__}: {e}"
             _log.warning("%s parks stream %s at %d: %s", projection.name, key,
@@ -77,7 +93,9 @@ def fold(
             parked.add(key)
             continue
         if new is not None:
-            folded.changed[key] = {**new, "_position": event.position}
+            rows[key] = new
+            changed[key] = (new, event.position)
+    folded.changed = {key: {**row, "_position": at} for key, (row, at) in changed.items()}
     return folded
 
 

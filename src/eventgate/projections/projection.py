@@ -51,6 +51,7 @@ class Projection:
         self.key = key
         self.indexes = [tuple(_column(self, c) for c in index) for index in indexes]
         self.handlers: dict[str, Handler] = {}
+        self._names = frozenset(self.columns)
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -76,12 +77,16 @@ class Projection:
             return None
         new = handler(row, event)
         if new is not None:
-            if set(new) != set(self.columns):
+            if new.keys() != self._names:
                 raise ProjectionError(
                     f"handler for {event.type} returned columns {sorted(new)},"
                     f" expected {sorted(self.columns)}"
                 )
+            columns = self.columns
             for column, value in new.items():
+                kind = columns[column]
+                if type(value) is kind and (kind is str or kind is bool or _is_int64(value)):
+                    continue  # the usual case, checked without a call per column
                 self._check_value(column, value)
         return new
 
@@ -101,6 +106,10 @@ class Projection:
         elif isinstance(value, kind):
             return
         raise ProjectionError(f"column {column} cannot hold {_shown(value)} ({kind.__name__})")
+
+
+def _is_int64(value: Any) -> bool:
+    return type(value) is int and -(2**63) <= value < 2**63
 
 
 def _shown(value: Any) -> str:

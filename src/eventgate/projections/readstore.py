@@ -11,6 +11,7 @@ the other streams flow on, and nothing of the parked stream is lost or applied o
 from __future__ import annotations
 
 import logging
+import operator
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -159,7 +160,7 @@ class SQLiteReadStore(KnownProjections):
             f"VALUES ({', '.join('?' for _ in columns)}) "
             f"ON CONFLICT ({projection.key}) DO UPDATE SET {updates}"
         )
-        connection.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+        connection.executemany(sql, map(operator.itemgetter(*columns), rows))
 
     def _reset(self, projection: Projection) -> None:
         connection = self._file.connection()
@@ -251,7 +252,7 @@ class SQLiteReadStore(KnownProjections):
 
         def run() -> list[Row]:
             cursor = self._file.connection().execute(sql, (*parameters, limit))
-            return [_row(projection, cursor.description, row) for row in cursor.fetchall()]
+            return _as_rows(projection, cursor, cursor.fetchall())
 
         return await self._file.on_reader(run)
 
@@ -264,7 +265,7 @@ class SQLiteReadStore(KnownProjections):
             f"SELECT * FROM {projection.name} WHERE {projection.key} = ?", (key,)
         )
         row = cursor.fetchone()
-        return None if row is None else _row(projection, cursor.description, row)
+        return None if row is None else _as_rows(projection, cursor, [row])[0]
 
     def _get_many(
         self, connection: sqlite3.Connection, projection: Projection, keys: set[str]
@@ -275,8 +276,7 @@ class SQLiteReadStore(KnownProjections):
             cursor = connection.execute(
                 f"SELECT * FROM {projection.name} WHERE {projection.key} IN ({marks})", chunk
             )
-            for values in cursor.fetchall():
-                row = _row(projection, cursor.description, values)
+            for row in _as_rows(projection, cursor, cursor.fetchall()):
                 found[row[projection.key]] = row
         return found
 
@@ -284,7 +284,7 @@ class SQLiteReadStore(KnownProjections):
         cursor = self._file.connection().execute(
             f"SELECT * FROM {projection.name} ORDER BY {projection.key}"
         )
-        return [_row(projection, cursor.description, row) for row in cursor.fetchall()]
+        return _as_rows(projection, cursor, cursor.fetchall())
 
     def _create_schema(self) -> None:
         connection = self._file.connection()
@@ -310,12 +310,17 @@ class SQLiteReadStore(KnownProjections):
                 self._reset(projection)
 
 
-def _row(projection: Projection, description: Any, values: tuple[Any, ...]) -> Row:
-    row = {column[0]: value for column, value in zip(description, values, strict=True)}
-    for name, kind in projection.columns.items():
-        if kind is bool and row[name] is not None:
-            row[name] = bool(row[name])
-    return row
+def _as_rows(
+    projection: Projection, cursor: sqlite3.Cursor, found: list[tuple[Any, ...]]
+) -> list[Row]:
+    """`found` (values in the cursor's columns) as rows, booleans as bool (SQLite keeps 0/1)."""
+    names = [column[0] for column in cursor.description]
+    rows = [dict(zip(names, values, strict=True)) for values in found]
+    for name in [name for name, kind in projection.columns.items() if kind is bool]:
+        for row in rows:
+            if row[name] is not None:
+                row[name] = bool(row[name])
+    return rows
 
 
 def _checkpoint(connection: sqlite3.Connection, name: str) -> int:

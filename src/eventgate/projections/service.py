@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from eventgate.errors import StaleCheckpoint
-from eventgate.eventstore.model import Scanned
+from eventgate.eventstore.model import RecordedEvent, Scanned
 from eventgate.hub.hub import Delivery, EventHub
 from eventgate.projections.changes import ALL_ROWS, ChangeFeed, RecordChanged
 from eventgate.projections.parking import SKIP, ParkedStream
@@ -189,14 +189,12 @@ class UpsertService:
     ) -> None:
         """Each projection's share of `scanned` (what lies past its checkpoint, of the types
         it handles), applied in one transaction, then announced."""
+        position = scanned.position
         deliveries = [
-            (projection, Delivery(checkpoints[projection.name], scanned.position, [
-                e for e in scanned.events
-                if e.position > checkpoints[projection.name] and e.type in projection.handlers
-            ]))
-            for projection in projections
-            if scanned.position > checkpoints[projection.name]
-        ]  # fmt: skip
+            (p, Delivery(after, position, _share(p, after, scanned)))
+            for p in projections
+            if position > (after := checkpoints[p.name])
+        ]
         if not deliveries:
             return
         applied = await self._read_store.apply_all(deliveries)
@@ -266,6 +264,14 @@ class UpsertService:
                 _log.exception("projections %s failed; retrying in %.1fs", names, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+def _share(projection: Projection, after: int, scanned: Scanned) -> list[RecordedEvent]:
+    """The events of `scanned` past `after` that `projection` handles."""
+    events, handled = scanned.events, projection.handlers
+    if events and events[0].position <= after:  # it is ahead of the others
+        events = [event for event in events if event.position > after]
+    return [event for event in events if event.type in handled]
 
 
 async def _stop(task: asyncio.Task[None] | None) -> None:
