@@ -62,7 +62,10 @@ CREATE TABLE IF NOT EXISTS events (
 _COLUMNS = (
     "position, event_id, stream_id, stream_version, type, schema_version, time, data, metadata"
 )
-_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = (
+    "INSERT INTO events (position, stream_version, time, event_id, stream_id, type,"
+    " schema_version, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _MAX_BATCH_EVENTS = 5000
 _PASSES = ("trusting", "checked", "isolated")
 """How a batch is written, each pass only if the one before hit a constraint: new streams
@@ -74,7 +77,9 @@ per append."""
 class _Append:
     stream_id: str
     events: list[NewEvent]
-    encoded: list[tuple[str, str]]  # (data, metadata) JSON, encoded by the caller
+    rows: list[tuple[Any, ...]]
+    """Each event's row after its position, version and time (`_INSERT`'s order), built by
+    the caller: event id, stream id, type, schema version, data and metadata JSON."""
     expected_version: int | None
     future: asyncio.Future[_Landed]
 
@@ -127,11 +132,15 @@ class SQLiteEventStore:
         """Append atomically and durably; `ConcurrencyError` if the version check fails."""
         self._check_open()
         check_append(stream_id, events, expected_version)
-        # Encoding and building the result happen here, on the caller's turn, so the writer
-        # thread does nothing but SQL (it shares the GIL with the event loop).
-        encoded = [(encode_json(event.data), encode_json(event.metadata)) for event in events]
+        # Encoding, the rows and the result are built here, on the caller's turn, so the
+        # writer thread does little but SQL (it shares the GIL with the event loop).
+        rows = [
+            (event.id, stream_id, event.type, event.schema_version, encode_json(event.data),
+             encode_json(event.metadata))
+            for event in events
+        ]  # fmt: skip
         future: asyncio.Future[_Landed] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Append(stream_id, list(events), encoded, expected_version, future))
+        self._queue.append(_Append(stream_id, list(events), rows, expected_version, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="eventstore-flush")
         # A caller cancelled while waiting does not retract the append: it may still commit.
@@ -208,14 +217,10 @@ class SQLiteEventStore:
             if expected is not None and expected != version:
                 outcomes.append(ConcurrencyError(request.stream_id, expected, version))
                 continue
-            stream = request.stream_id
             request_rows = [
-                (position + n, event.id, stream, version + n, event.type,
-                 event.schema_version, stamp, data, metadata)
-                for n, (event, (data, metadata)) in enumerate(
-                    zip(request.events, request.encoded, strict=True), start=1
-                )
-            ]  # fmt: skip
+                (position + n, version + n, stamp, *row)
+                for n, row in enumerate(request.rows, start=1)
+            ]
             if isolated and not _insert_alone(connection, request_rows):
                 outcomes.append(
                     DuplicateEvent(
