@@ -16,12 +16,16 @@ Why it is correct:
   if it fails again (an event id stored before), with a SAVEPOINT per append, so one bad
   append never takes its neighbours down with it.
 - `synchronous=FULL` makes every COMMIT durable before `append` returns.
+- Subscribers in this process read what it committed last from memory (its tail): the
+  rows of each batch, kept once the batch has committed, in position order. The tail is
+  emptied when a batch does not follow it (another process wrote in between), and a
+  subscriber it does not cover, or that has heard of no append here for a poll interval,
+  reads the file, so it never skips what other processes wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -60,12 +64,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 _COLUMNS = (
-    "position, event_id, stream_id, stream_version, type, schema_version, time, data, metadata"
+    "position, stream_version, time, event_id, stream_id, type, schema_version, data, metadata"
 )
-_INSERT = (
-    "INSERT INTO events (position, stream_version, time, event_id, stream_id, type,"
-    " schema_version, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_STREAM, _TYPE = 4, 5  # where a row of `_COLUMNS` has its stream id and type
+_TAIL_EVENTS = 5000
+"""At least how many of the rows it committed last a store keeps for its subscribers."""
 _MAX_BATCH_EVENTS = 5000
 _PASSES = ("trusting", "checked", "isolated")
 """How a batch is written, each pass only if the one before hit a constraint: new streams
@@ -106,6 +110,7 @@ class SQLiteEventStore:
         self._queue: list[_Append] = []
         self._flusher: asyncio.Task[None] | None = None
         self._signal = asyncio.Event()
+        self._tail: list[tuple[Any, ...]] = []  # rows in `_COLUMNS` order, positions dense
         self._closed = False
 
     @classmethod
@@ -151,10 +156,10 @@ class SQLiteEventStore:
         while self._queue:
             batch = self._take_batch()
             try:
-                outcomes = await self._file.on_writer(self._write, batch)
+                outcomes, written = await self._file.on_writer(self._write, batch)
             except sqlite3.Error as e:
                 error = EventStoreError(f"append failed, nothing written: {e}")
-                outcomes = [error] * len(batch)
+                outcomes, written = [error] * len(batch), []
             except BaseException as e:
                 # Never strand a waiting appender: fail the batch loudly, then stop.
                 for request in batch:
@@ -168,8 +173,29 @@ class SQLiteEventStore:
                     request.future.set_exception(outcome)
                 else:
                     request.future.set_result(outcome)
+            self._remember(written)
             self._signal.set()
             self._signal = asyncio.Event()
+
+    def _remember(self, rows: list[tuple[Any, ...]]) -> None:
+        """Keep a committed batch's rows in the tail, if they follow it without a gap."""
+        if not rows:
+            return
+        tail = self._tail
+        if tail and rows[0][0] != tail[-1][0] + 1:
+            tail.clear()  # another process wrote in between: only the file has it all
+        tail.extend(rows)
+        if len(tail) > 2 * _TAIL_EVENTS:
+            del tail[: len(tail) - _TAIL_EVENTS]
+
+    def _tail_after(self, after: int, limit: int) -> list[tuple[Any, ...]] | None:
+        """Up to `limit` rows after `after` from the tail; [] when `after` is its end, None
+        when the tail does not reach back to `after` or lies behind it (read the file)."""
+        tail = self._tail
+        if not tail or not tail[0][0] - 1 <= after <= tail[-1][0]:
+            return None
+        start = after - tail[0][0] + 1
+        return tail[start : start + limit]
 
     def _take_batch(self) -> list[_Append]:
         size = 0
@@ -182,13 +208,16 @@ class SQLiteEventStore:
         batch, self._queue = self._queue[:taken], self._queue[taken:]
         return batch
 
-    def _write(self, batch: list[_Append]) -> list[_Landed | EventgateError]:
+    def _write(
+        self, batch: list[_Append]
+    ) -> tuple[list[_Landed | EventgateError], list[tuple[Any, ...]]]:
         """One transaction for the whole batch (runs on the writer thread).
 
         Fast path: one INSERT for every append in the batch, new streams not looked up.
         Only if that hits a constraint is the batch redone with every stream's version
         read (a stream taken meanwhile fails its append alone), and only if that hits one
-        too (an event id used before), with a SAVEPOINT per append.
+        too (an event id used before), with a SAVEPOINT per append. Returns each append's
+        outcome, and the rows committed.
         """
         connection = self._file.connection()
         for written in _PASSES:
@@ -202,7 +231,7 @@ class SQLiteEventStore:
 
     def _write_batch(
         self, connection: sqlite3.Connection, batch: list[_Append], written: str
-    ) -> list[_Landed | EventgateError]:
+    ) -> tuple[list[_Landed | EventgateError], list[tuple[Any, ...]]]:
         head = connection.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         position: int = head[0]
         isolated = written == "isolated"
@@ -234,7 +263,7 @@ class SQLiteEventStore:
             position += len(request_rows)
         if not isolated:
             connection.executemany(_INSERT, rows)
-        return outcomes
+        return outcomes, rows
 
     # -- reading ----------------------------------------------------------------------
 
@@ -270,39 +299,43 @@ class SQLiteEventStore:
         self, after: int = 0, batch_size: int = 500
     ) -> AsyncIterator[list[RecordedEvent]]:
         """Batches after `after`, forever; woken by appends here, polling for other processes."""
-        while True:
-            signal = self._signal  # taken before reading, so no append's wake-up is missed
-            batch = await self.read_all(after, batch_size)
-            if batch:
-                after = batch[-1].position
-                yield batch
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), self._poll_interval)
+        async for scanned in self.subscribe_matching(_everything, after, batch_size):
+            yield scanned.events
 
     async def subscribe_matching(
         self, keep: Callable[[str, str], bool], after: int = 0, batch_size: int = 500
     ) -> AsyncIterator[Scanned]:
-        """`subscribe`, decoding only what `keep(stream_id, type)` accepts (on a reader thread)."""
+        """`subscribe`, decoding only what `keep(stream_id, type)` accepts: from the tail when
+        it covers `after`, else from the file (filtered and decoded on a reader thread)."""
+        from_file = False
         while True:
             signal = self._signal  # taken before reading, so no append's wake-up is missed
             self._check_open()
-            scanned = await self._file.on_reader(self._select_matching, keep, after, batch_size)
+            rows = None if from_file else self._tail_after(after, batch_size)
+            if rows is None:
+                scanned = await self._file.on_reader(self._select_matching, keep, after, batch_size)
+            else:
+                scanned = self._scan(rows, keep) if rows else None
             if scanned is not None:
-                after = scanned.position
+                after, from_file = scanned.position, False
                 yield scanned
                 continue
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(signal.wait(), self._poll_interval)
+                from_file = False
+            except TimeoutError:  # nothing appended here for a while; another process may have
+                from_file = True
 
     def _select_matching(
         self, keep: Callable[[str, str], bool], after: int, limit: int
     ) -> Scanned | None:
         sql = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
         rows = self._file.connection().execute(sql, (after, limit)).fetchall()
-        if not rows:
-            return None
-        return Scanned([self._decode(r) for r in rows if keep(r[2], r[4])], rows[-1][0])
+        return self._scan(rows, keep) if rows else None
+
+    def _scan(self, rows: list[tuple[Any, ...]], keep: Callable[[str, str], bool]) -> Scanned:
+        kept = [self._decode(row) for row in rows if keep(row[_STREAM], row[_TYPE])]
+        return Scanned(kept, rows[-1][0])
 
     def _select(self, sql: str, parameters: tuple[Any, ...]) -> list[RecordedEvent]:
         rows = self._file.connection().execute(sql, parameters).fetchall()
@@ -319,7 +352,7 @@ class SQLiteEventStore:
         return count
 
     def _decode(self, row: tuple[Any, ...]) -> RecordedEvent:
-        position, event_id, stream_id, version, type_name, schema, time, data, metadata = row
+        position, version, time, event_id, stream_id, type_name, schema, data, metadata = row
         schema, payload = self._upcasters.upcast(type_name, schema, orjson.loads(data))
         moment = datetime.fromisoformat(time)
         return RecordedEvent(
@@ -344,6 +377,10 @@ class SQLiteEventStore:
 
     def _create_schema(self) -> None:
         self._file.connection().executescript(_SCHEMA)
+
+
+def _everything(stream_id: str, type_name: str) -> bool:
+    return True
 
 
 def _looked_up(batch: list[_Append], *, trusting: bool) -> set[str]:
