@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,9 +26,30 @@ T = TypeVar("T")
 def connect_sqlite(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     """A connection in autocommit mode, in WAL mode, with the given synchronous level."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
+    try:
+        _use_wal(connection, time.monotonic() + _LOCK_WAIT)
+        connection.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
+    except BaseException:
+        connection.close()
+        raise
     return connection
+
+
+def _use_wal(connection: sqlite3.Connection, deadline: float) -> None:
+    """Switch to WAL. Processes opening a new file together can each hold a read lock and
+    want the write lock; SQLite then fails one at once ("database is locked") instead of
+    calling the busy handler, so that one tries again until the deadline."""
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+_LOCK_WAIT = 30.0
 
 
 _SYNCHRONOUS = {"FULL": "FULL", "NORMAL": "NORMAL"}  # the only two levels eventgate uses
