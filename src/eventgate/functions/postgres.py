@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from eventgate.batching import GroupWriter
 from eventgate.errors import DeadLetterNotFound
 from eventgate.functions.model import FunctionEvent
 from eventgate.functions.state import (
@@ -83,6 +84,7 @@ class PostgresFunctionStore:
     def __init__(self, pool: asyncpg.Pool, partitions: int) -> None:
         self._pool = pool
         self.partitions = partitions
+        self._effects = GroupWriter(self._write_effects)
 
     @classmethod
     async def open(cls, dsn: str, partitions: int = DEFAULT_PARTITIONS) -> PostgresFunctionStore:
@@ -327,11 +329,17 @@ class PostgresFunctionStore:
         return (True, orjson.loads(rows[0]["result"])) if rows else (False, None)
 
     async def record_effect(self, function: str, event_id: str, name: str, result: Any) -> None:
+        """Durable when it returns; records of concurrent invocations share one commit."""
+        row = (function, event_id, name, dumps(result), datetime.now(UTC).isoformat())
+        await self._effects.submit(row)
+
+    async def _write_effects(self, rows: list[tuple[str, str, str, str, str]]) -> None:
         await self._execute(
             "INSERT INTO eventgate_fn_effects (function, event_id, name, result, done_at)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            function, event_id, name, dumps(result), datetime.now(UTC).isoformat(),
-        )  # fmt: skip
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])"
+            " ON CONFLICT DO NOTHING",
+            *(list(column) for column in zip(*rows, strict=True)),
+        )
 
     async def forget_effects(self, function: str, event_ids: Iterable[str]) -> None:
         await self._execute(

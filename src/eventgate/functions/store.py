@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from eventgate.batching import GroupWriter
 from eventgate.errors import DeadLetterNotFound
 from eventgate.functions.model import FunctionEvent
 from eventgate.functions.state import (
@@ -79,6 +80,7 @@ class SQLiteFunctionStore:
     def __init__(self, path: Path) -> None:
         self._file = SQLiteFile(path, name="functions", readers=2)
         self.partitions = DEFAULT_PARTITIONS
+        self._effects = GroupWriter(self._write_effects)
 
     @classmethod
     async def open(cls, path: Path, partitions: int = DEFAULT_PARTITIONS) -> SQLiteFunctionStore:
@@ -339,13 +341,21 @@ class SQLiteFunctionStore:
         return (True, orjson.loads(rows[0][0])) if rows else (False, None)
 
     async def record_effect(self, function: str, event_id: str, name: str, result: Any) -> None:
+        """Durable when it returns; records of concurrent invocations share one commit."""
         row = (function, event_id, name, dumps(result), datetime.now(UTC).isoformat())
-        await self._file.on_writer(
-            self._change,
-            "INSERT OR IGNORE INTO effects (function, event_id, name, result, done_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            row,
-        )
+        await self._effects.submit(row)
+
+    async def _write_effects(self, rows: list[tuple[str, str, str, str, str]]) -> None:
+        await self._file.on_writer(self._insert_effects, rows)
+
+    def _insert_effects(self, rows: list[tuple[str, str, str, str, str]]) -> None:
+        connection = self._file.connection()
+        with write_transaction(connection):
+            connection.executemany(
+                "INSERT OR IGNORE INTO effects (function, event_id, name, result, done_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
 
     async def forget_effects(self, function: str, event_ids: Iterable[str]) -> None:
         """Drop the effect records of events that can no longer be redelivered."""
