@@ -69,3 +69,22 @@ async def test_a_taken_stream_and_a_taken_event_id_in_one_batch_fail_alone(
     assert [e.position for e in events] == [1, 2, 3, 4]
     assert [e.stream_version for e in await store.read_stream("old")] == [1, 2]
     assert await store.read_stream("b") == []
+
+
+async def test_versions_another_process_wrote_are_read_again(tmp_path: Path) -> None:
+    """The writer knows the versions it committed itself, until another writer commits."""
+    here = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    there = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    try:
+        await here.append("s-1", [new(n=1)], expected_version=NO_STREAM)
+        await there.append("s-1", [new(n=2)], expected_version=1)
+        [third] = await here.append("s-1", [new(n=3)], expected_version=2)  # not 1 any more
+        assert (third.stream_version, third.position) == (3, 3)
+        await there.append("s-1", [new(n=4)], expected_version=3)
+        with pytest.raises(ConcurrencyError) as caught:
+            await here.append("s-1", [new(n=5)], expected_version=3)
+        assert (caught.value.expected, caught.value.actual) == (3, 4)
+        assert [e.data["n"] for e in await there.read_stream("s-1")] == [1, 2, 3, 4]
+    finally:
+        await here.close()
+        await there.close()

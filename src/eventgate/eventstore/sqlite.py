@@ -10,6 +10,9 @@ Why it is correct:
 - `UNIQUE(stream_id, stream_version)` backs the version check with a constraint. An
   append that expects a new stream (`NO_STREAM`) is not looked up: its first event goes in
   at version 1, which the constraint refuses if the stream exists (versions have no gaps).
+  Nor is a stream this store wrote since it last saw another writer's commit: the writer
+  keeps the versions it committed, and drops them all when the head is not where its own
+  last commit left it.
 - Appends that arrive while a batch is being written wait for the next batch: one
   fsync then serves many appenders (group commit). A failed version check fails only its
   own append; if a constraint fails, the batch is redone with every stream looked up, and
@@ -71,6 +74,8 @@ _STREAM, _TYPE = 4, 5  # where a row of `_COLUMNS` has its stream id and type
 _TAIL_EVENTS = 5000
 """At least how many of the rows it committed last a store keeps for its subscribers."""
 _MAX_BATCH_EVENTS = 5000
+_KNOWN_STREAMS = 100_000
+"""At most how many streams' versions the writer keeps."""
 _PASSES = ("trusting", "checked", "isolated")
 """How a batch is written, each pass only if the one before hit a constraint: new streams
 taken on trust (the constraint checks them), then every stream looked up, then a SAVEPOINT
@@ -111,6 +116,9 @@ class SQLiteEventStore:
         self._flusher: asyncio.Task[None] | None = None
         self._signal = asyncio.Event()
         self._tail: list[tuple[Any, ...]] = []  # rows in `_COLUMNS` order, positions dense
+        # the writer thread's own: stream versions as of `_known_head`, its last commit
+        self._known: dict[str, int] = {}
+        self._known_head = -1
         self._closed = False
 
     @classmethod
@@ -213,29 +221,39 @@ class SQLiteEventStore:
     ) -> tuple[list[_Landed | EventgateError], list[tuple[Any, ...]]]:
         """One transaction for the whole batch (runs on the writer thread).
 
-        Fast path: one INSERT for every append in the batch, new streams not looked up.
-        Only if that hits a constraint is the batch redone with every stream's version
-        read (a stream taken meanwhile fails its append alone), and only if that hits one
-        too (an event id used before), with a SAVEPOINT per append. Returns each append's
-        outcome, and the rows committed.
+        Fast path: one INSERT for every append in the batch; new streams and streams whose
+        versions the writer knows are not looked up. Only if that hits a constraint is the
+        batch redone with every stream's version read (a stream taken meanwhile fails its
+        append alone), and only if that hits one too (an event id used before), with a
+        SAVEPOINT per append. Returns each append's outcome, and the rows committed.
         """
         connection = self._file.connection()
         for written in _PASSES:
             try:
                 with write_transaction(connection):
-                    return self._write_batch(connection, batch, written)
+                    outcomes, rows, versions = self._write_batch(connection, batch, written)
             except sqlite3.IntegrityError:
                 if written == "isolated":
                     raise
+                continue
+            if len(self._known) > _KNOWN_STREAMS:
+                self._known.clear()
+            self._known.update(versions)  # committed: exact until another writer commits
+            self._known_head = rows[-1][0] if rows else self._known_head
+            return outcomes, rows
         raise AssertionError("unreachable: the isolated pass returns or raises")
 
     def _write_batch(
         self, connection: sqlite3.Connection, batch: list[_Append], written: str
-    ) -> tuple[list[_Landed | EventgateError], list[tuple[Any, ...]]]:
+    ) -> tuple[list[_Landed | EventgateError], list[tuple[Any, ...]], dict[str, int]]:
+        """The outcomes, the rows inserted, and the versions of the batch's streams after it."""
         head = connection.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         position: int = head[0]
         isolated = written == "isolated"
-        versions = _stream_versions(connection, _looked_up(batch, trusting=written == "trusting"))
+        if position != self._known_head:
+            self._known.clear()  # another writer has committed since this one last did
+            self._known_head = position
+        versions = self._versions(connection, batch, trusting=written == "trusting")
         time = datetime.now(UTC)
         stamp = time.isoformat()
         outcomes: list[_Landed | EventgateError] = []
@@ -263,7 +281,21 @@ class SQLiteEventStore:
             position += len(request_rows)
         if not isolated:
             connection.executemany(_INSERT, rows)
-        return outcomes, rows
+        return outcomes, rows, versions
+
+    def _versions(
+        self, connection: sqlite3.Connection, batch: list[_Append], *, trusting: bool
+    ) -> dict[str, int]:
+        """The versions of the batch's streams: all read from the file, or (trusting) those
+        the writer knows from its own commits, and the file read only for the others that
+        some append expects to exist."""
+        if not trusting:
+            return _stream_versions(connection, {request.stream_id for request in batch})
+        known = self._known
+        versions = {r.stream_id: known[r.stream_id] for r in batch if r.stream_id in known}
+        wanted = {r.stream_id for r in batch if r.expected_version != NO_STREAM}
+        versions.update(_stream_versions(connection, wanted - versions.keys()))
+        return versions
 
     # -- reading ----------------------------------------------------------------------
 
@@ -381,14 +413,6 @@ class SQLiteEventStore:
 
 def _everything(stream_id: str, type_name: str) -> bool:
     return True
-
-
-def _looked_up(batch: list[_Append], *, trusting: bool) -> set[str]:
-    """The streams whose versions a pass reads: all of them, or (trusting) those that some
-    append of the batch expects to exist."""
-    if not trusting:
-        return {request.stream_id for request in batch}
-    return {r.stream_id for r in batch if r.expected_version != NO_STREAM}
 
 
 def _stream_versions(connection: sqlite3.Connection, streams: set[str]) -> dict[str, int]:
