@@ -155,7 +155,8 @@ async def projection_live(
     """Events/s from the first append until both inventory read models have committed the
     last event, while `writers` appenders append one event per append (an item created,
     then checked in nine times, on many streams) and the upsert service follows the log.
-    The events are encoded before the clock starts: appends and projections are timed."""
+    The domain events are encoded before the clock starts; each append makes its NewEvent
+    (and so its time-ordered id) as a command handler does, just before appending."""
     system = await open_system(Settings(data_dir=directory / "live"), inventory_app())
     codec = EventCodec(system.app.events)
 
@@ -171,7 +172,8 @@ async def projection_live(
         return appends
 
     async def writer(appends: list[tuple[str, NewEvent, int]]) -> None:
-        for stream, event, expected in appends:
+        for stream, encoded, expected in appends:
+            event = NewEvent(encoded.type, encoded.data, encoded.metadata, encoded.schema_version)
             await system.store.append(stream, [event], expected_version=expected)
 
     plans = [planned(w) for w in range(writers)]
