@@ -25,6 +25,12 @@ def snake_case(name: str) -> str:
     return _UPPER.sub("_", name).lower()
 
 
+@lru_cache(maxsize=1024)  # event classes: declared, so few
+def _stored_names(cls: type) -> tuple[tuple[str, str], ...]:
+    """(field, stored key) of each field of the dataclass `cls`."""
+    return tuple((f.name, camel_case(f.name)) for f in dataclasses.fields(cls))
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """An imperative request aimed at one aggregate, named by `id`.
@@ -56,7 +62,7 @@ class Event:
 
     def to_data(self) -> dict[str, Any]:
         """The stored form: a JSON-ready dict with camelCase keys."""
-        return {camel_case(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {key: getattr(self, name) for name, key in _stored_names(self.__class__)}
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Self:
