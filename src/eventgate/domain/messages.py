@@ -25,10 +25,17 @@ def snake_case(name: str) -> str:
     return _UPPER.sub("_", name).lower()
 
 
-@lru_cache(maxsize=1024)  # event classes: declared, so few
+_STORED_NAMES: dict[type, tuple[tuple[str, str], ...]] = {}  # event classes: declared, few
+
+
 def _stored_names(cls: type) -> tuple[tuple[str, str], ...]:
     """(field, stored key) of each field of the dataclass `cls`."""
-    return tuple((f.name, camel_case(f.name)) for f in dataclasses.fields(cls))
+    names = _STORED_NAMES.get(cls)
+    if names is None:
+        names = _STORED_NAMES[cls] = tuple(
+            (f.name, camel_case(f.name)) for f in dataclasses.fields(cls)
+        )
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
