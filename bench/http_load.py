@@ -135,6 +135,7 @@ PARTS = [  # (part, a frame of it: "module/path.py:function" substring); first m
     ("upsert service", "eventgate/projections/"),
     ("functions", "eventgate/functions/"),
     ("ETag crypto", "eventgate/http/etags.py"),
+    ("service router", "eventgate/http/router.py"),
     ("rendering (JSON/XML, media types)", "eventgate/http/"),
     ("command handling and decoding", "eventgate/commands/"),
     ("body decoding (msgspec)", "eventgate/resources/bodies.py"),
