@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from eventgate.commands import CommandHandler
+from eventgate.domain.aggregate import Aggregate
+from eventgate.domain.messages import Command, Event
 from eventgate.errors import (
     AggregateAlreadyExists,
     AggregateNotFound,
@@ -157,3 +160,64 @@ async def test_a_command_on_a_remembered_stream_reads_nothing(handler: CommandHa
     assert reads == 0
     history = await read_stream("a")
     assert [e.stream_version for e in history] == [1, 2, 3, 4]
+
+
+@dataclass(frozen=True)
+class MakeThing(Command):
+    creates = True
+
+
+@dataclass(frozen=True)
+class CountTag(Command):
+    tag: str
+
+
+@dataclass(frozen=True)
+class ThingMade(Event):
+    tags: list[str]
+
+
+@dataclass(frozen=True)
+class TagCounted(Event):
+    tag: str
+    number: int
+
+
+class Thing(Aggregate):
+    """An aggregate that keeps a list from an event and changes it later: legal in `apply`
+    and harmless when every command replays freshly decoded events."""
+
+    type_name = "Thing"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.tags: list[str] = []
+
+    def handle(self, command: Command) -> None:
+        if isinstance(command, MakeThing):
+            self.record(ThingMade([]))
+        elif isinstance(command, CountTag):
+            self.record(TagCounted(command.tag, len(self.tags) + 1))
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, ThingMade):
+            self.tags = event.tags
+        elif isinstance(event, TagCounted):
+            self.tags.append(event.tag)
+
+
+async def test_remembered_history_is_what_the_store_holds_whatever_apply_changes(
+    tmp_path: Path,
+) -> None:
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    handler = CommandHandler(store, EventCodec([ThingMade, TagCounted]),
+                             {MakeThing: Thing, CountTag: Thing})  # fmt: skip
+    try:
+        await handler.execute(MakeThing("t"))
+        for tag in "abcd":
+            await handler.execute(CountTag("t", tag))
+        history = await store.read_stream("t")
+        assert history[0].data == {"tags": []}
+        assert [e.data["number"] for e in history[1:]] == [1, 2, 3, 4]
+    finally:
+        await store.close()

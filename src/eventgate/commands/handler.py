@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import uuid_utils
 from cachetools import LRUCache
 
@@ -70,7 +71,7 @@ class CommandHandler:
         self._codec = codec
         self._routes = dict(routes)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._histories: LRUCache[str, list[RecordedEvent]] = LRUCache(_CACHED_STREAMS)
+        self._histories: LRUCache[str, list[Frozen]] = LRUCache(_CACHED_STREAMS)
 
     async def load(self, aggregate_type: type[Aggregate], stream_id: str) -> Aggregate:
         """The aggregate as of its latest stored event (a fresh one if it has none)."""
@@ -150,15 +151,17 @@ class CommandHandler:
         if remembered is not None:
             try:
                 result = await self._decide(aggregate_type, command, expected_version, metadata,
-                                            command_id, repeatable, remembered)  # fmt: skip
+                                            command_id, repeatable, _thawed(remembered),
+                                            remembered)  # fmt: skip
                 if result.events:
                     return result  # appended: the remembered history was the whole stream
             except _REFUSALS:
                 pass
             self._histories.pop(command.id, None)
         history = await self._store.read_stream(command.id)
+        frozen = _frozen(history) if len(history) < _CACHED_EVENTS else None  # before replay
         return await self._decide(aggregate_type, command, expected_version, metadata,
-                                  command_id, repeatable, history)  # fmt: skip
+                                  command_id, repeatable, history, frozen)  # fmt: skip
 
     async def _decide(
         self,
@@ -169,7 +172,10 @@ class CommandHandler:
         command_id: str,
         repeatable: bool,
         history: list[RecordedEvent],
+        frozen: list[Frozen] | None,
     ) -> CommandResult:
+        """Decide on `history` and append; `frozen` is the same history as stored (replay may
+        hand its data to the aggregate, which may change it), remembered with the new events."""
         if history and history[0].metadata.get("aggregate", aggregate_type.type_name) != (
             aggregate_type.type_name
         ):
@@ -191,7 +197,8 @@ class CommandHandler:
         if not pending:
             return CommandResult(command_id, command.id, loaded_version, last_position)
         recorded = await self._store.append(command.id, pending, expected_version=loaded_version)
-        self._remember(command.id, [*history, *recorded])
+        if frozen is not None:
+            self._remember(command.id, [*frozen, *_frozen(recorded)])
         return CommandResult(
             command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
         )
@@ -212,12 +219,12 @@ class CommandHandler:
             recorded = await self._store.append(command.id, pending, expected_version=NO_STREAM)
         except ConcurrencyError:
             raise AggregateAlreadyExists(command.id) from None
-        self._remember(command.id, recorded)
+        self._remember(command.id, _frozen(recorded))
         return CommandResult(
             command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
         )
 
-    def _remember(self, stream_id: str, history: list[RecordedEvent]) -> None:
+    def _remember(self, stream_id: str, history: list[Frozen]) -> None:
         if len(history) <= _CACHED_EVENTS:
             self._histories[stream_id] = history
         else:
@@ -230,6 +237,20 @@ class CommandHandler:
         self, aggregate_type: type[Aggregate], stream_id: str, history: list[RecordedEvent]
     ) -> Aggregate:
         return aggregate_type.replay(stream_id, map(self._codec.decode, history))
+
+
+Frozen = tuple[RecordedEvent, bytes, bytes]
+"""A remembered event: its data and metadata as the JSON the store holds, so no object a
+replay or a caller may change is shared between commands."""
+
+
+def _frozen(events: list[RecordedEvent]) -> list[Frozen]:
+    return [(e, orjson.dumps(e.data), orjson.dumps(e.metadata)) for e in events]
+
+
+def _thawed(frozen: list[Frozen]) -> list[RecordedEvent]:
+    """Fresh events, as a read of the stream would return them."""
+    return [e._replace(data=orjson.loads(d), metadata=orjson.loads(m)) for e, d, m in frozen]
 
 
 def _done_in(
