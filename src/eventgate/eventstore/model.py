@@ -12,7 +12,7 @@ import uuid_utils
 
 from eventgate.errors import EventStoreError
 
-__all__ = ["NewEvent", "RecordedEvent", "Scanned", "check_append", "encode_json"]
+__all__ = ["NewEvent", "RecordedEvent", "Scanned", "check_append", "encode_json", "keep_all"]
 
 
 def _new_event_id() -> str:
@@ -66,6 +66,11 @@ class Scanned(NamedTuple):
 
     events: list[RecordedEvent]
     position: int
+
+
+def keep_all(stream_id: str, type_name: str) -> bool:
+    """The `keep` of `subscribe_matching` that keeps every event: what `subscribe` reads."""
+    return True
 
 
 def encode_json(value: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ from eventgate.eventstore.model import (
     Scanned,
     check_append,
     encode_json,
+    keep_all,
 )
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
@@ -402,24 +403,8 @@ class PostgresEventStore:
         self, after: int = 0, batch_size: int = 500
     ) -> AsyncIterator[list[RecordedEvent]]:
         """Batches after `after`, forever: woken by NOTIFY from any process, else polling."""
-        woken = asyncio.Event()
-        self._woken.add(woken)
-        try:
-            await self._listen()
-            while True:
-                woken.clear()  # before reading, so no wake-up after the read is missed
-                batch = await self.read_all(after, batch_size)
-                if batch:
-                    after = batch[-1].position
-                    yield batch
-                    continue
-                try:
-                    await asyncio.wait_for(woken.wait(), self._poll_interval)
-                except TimeoutError:
-                    if self._listener is None or self._listener.is_closed():
-                        await self._listen()
-        finally:
-            self._woken.discard(woken)
+        async for scanned in self.subscribe_matching(keep_all, after, batch_size):
+            yield scanned.events
 
     async def subscribe_matching(
         self, keep: Callable[[str, str], bool], after: int = 0, batch_size: int = 500

@@ -45,6 +45,7 @@ from eventgate.eventstore.model import (
     Scanned,
     check_append,
     encode_json,
+    keep_all,
 )
 from eventgate.eventstore.protocol import ANY_VERSION, NO_STREAM
 from eventgate.eventstore.upcasting import Upcasters
@@ -331,7 +332,7 @@ class SQLiteEventStore:
         self, after: int = 0, batch_size: int = 500
     ) -> AsyncIterator[list[RecordedEvent]]:
         """Batches after `after`, forever; woken by appends here, polling for other processes."""
-        async for scanned in self.subscribe_matching(_everything, after, batch_size):
+        async for scanned in self.subscribe_matching(keep_all, after, batch_size):
             yield scanned.events
 
     async def subscribe_matching(
@@ -409,10 +410,6 @@ class SQLiteEventStore:
 
     def _create_schema(self) -> None:
         self._file.connection().executescript(_SCHEMA)
-
-
-def _everything(stream_id: str, type_name: str) -> bool:
-    return True
 
 
 def _stream_versions(connection: sqlite3.Connection, streams: set[str]) -> dict[str, int]:
