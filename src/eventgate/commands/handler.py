@@ -102,13 +102,12 @@ class CommandHandler:
             "commandType": type(command).__name__,
             "aggregate": aggregate_type.type_name,
         }
+        call = _Call(aggregate_type, command, expected_version, metadata, command_id, repeatable)
         races = 0
         while True:
             try:
                 async with self._serialised(command.id):
-                    return await self._attempt(
-                        aggregate_type, command, expected_version, metadata, command_id, repeatable
-                    )
+                    return await self._attempt(call)
             except ConcurrencyError:
                 races += 1
                 if expected_version is not None or races >= _RACE_RETRIES:
@@ -130,29 +129,20 @@ class CommandHandler:
             else:
                 self._locks[stream_id] = (lock, users - 1)
 
-    async def _attempt(
-        self,
-        aggregate_type: type[Aggregate],
-        command: Command,
-        expected_version: int | None,
-        metadata: dict[str, Any],
-        command_id: str,
-        repeatable: bool,
-    ) -> CommandResult:
-        if command.creates and expected_version in (None, NO_STREAM):
+    async def _attempt(self, call: _Call) -> CommandResult:
+        command = call.command
+        if command.creates and call.expected_version in (None, NO_STREAM):
             try:
-                return await self._create(aggregate_type, command, metadata, command_id)
+                return await self._create(call)
             except AggregateAlreadyExists:
-                done = await self._done_before(command, command_id) if repeatable else None
+                done = await self._done_before(call) if call.repeatable else None
                 if done is None:
                     raise
                 return done
         remembered = self._histories.get(command.id)
         if remembered is not None:
             try:
-                result = await self._decide(aggregate_type, command, expected_version, metadata,
-                                            command_id, repeatable, _thawed(remembered),
-                                            remembered)  # fmt: skip
+                result = await self._decide(call, _thawed(remembered), remembered)
                 if result.events:
                     return result  # appended: the remembered history was the whole stream
             except _REFUSALS:
@@ -160,27 +150,20 @@ class CommandHandler:
             self._histories.pop(command.id, None)
         history = await self._store.read_stream(command.id)
         frozen = _frozen(history) if len(history) < _CACHED_EVENTS else None  # before replay
-        return await self._decide(aggregate_type, command, expected_version, metadata,
-                                  command_id, repeatable, history, frozen)  # fmt: skip
+        return await self._decide(call, history, frozen)
 
     async def _decide(
-        self,
-        aggregate_type: type[Aggregate],
-        command: Command,
-        expected_version: int | None,
-        metadata: dict[str, Any],
-        command_id: str,
-        repeatable: bool,
-        history: list[RecordedEvent],
-        frozen: list[Frozen] | None,
+        self, call: _Call, history: list[RecordedEvent], frozen: list[Frozen] | None
     ) -> CommandResult:
         """Decide on `history` and append; `frozen` is the same history as stored (replay may
         hand its data to the aggregate, which may change it), remembered with the new events."""
+        aggregate_type, command, command_id = call.aggregate_type, call.command, call.command_id
+        expected_version = call.expected_version
         if history and history[0].metadata.get("aggregate", aggregate_type.type_name) != (
             aggregate_type.type_name
         ):
             raise AggregateNotFound(command.id)  # the id names another kind of aggregate
-        done = _done_in(history, command, command_id) if repeatable else None
+        done = _done_in(history, command, command_id) if call.repeatable else None
         if done is not None:
             return done
         aggregate = self._replay(aggregate_type, command.id, history)
@@ -193,7 +176,7 @@ class CommandHandler:
             raise ConcurrencyError(command.id, expected_version, aggregate.version)
         loaded_version = aggregate.version
         aggregate.handle(command)
-        pending = [self._codec.encode(event, metadata) for event in aggregate.collect_pending()]
+        pending = [self._codec.encode(e, call.metadata) for e in aggregate.collect_pending()]
         if not pending:
             return CommandResult(command_id, command.id, loaded_version, last_position)
         recorded = await self._store.append(command.id, pending, expected_version=loaded_version)
@@ -203,18 +186,13 @@ class CommandHandler:
             command_id, command.id, recorded[-1].stream_version, recorded[-1].position, recorded
         )
 
-    async def _create(
-        self,
-        aggregate_type: type[Aggregate],
-        command: Command,
-        metadata: dict[str, Any],
-        command_id: str,
-    ) -> CommandResult:
+    async def _create(self, call: _Call) -> CommandResult:
         """A creating command needs no history: decide on a fresh aggregate and let the
         store's NO_STREAM check refuse an id that is taken (one read fewer per create)."""
-        aggregate = aggregate_type(command.id)
+        command, command_id = call.command, call.command_id
+        aggregate = call.aggregate_type(command.id)
         aggregate.handle(command)
-        pending = [self._codec.encode(event, metadata) for event in aggregate.collect_pending()]
+        pending = [self._codec.encode(e, call.metadata) for e in aggregate.collect_pending()]
         try:
             recorded = await self._store.append(command.id, pending, expected_version=NO_STREAM)
         except ConcurrencyError:
@@ -230,13 +208,26 @@ class CommandHandler:
         else:
             self._histories.pop(stream_id, None)
 
-    async def _done_before(self, command: Command, command_id: str) -> CommandResult | None:
-        return _done_in(await self._store.read_stream(command.id), command, command_id)
+    async def _done_before(self, call: _Call) -> CommandResult | None:
+        history = await self._store.read_stream(call.command.id)
+        return _done_in(history, call.command, call.command_id)
 
     def _replay(
         self, aggregate_type: type[Aggregate], stream_id: str, history: list[RecordedEvent]
     ) -> Aggregate:
         return aggregate_type.replay(stream_id, map(self._codec.decode, history))
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One `execute`: what every attempt at it decides with."""
+
+    aggregate_type: type[Aggregate]
+    command: Command
+    expected_version: int | None
+    metadata: dict[str, Any]
+    command_id: str
+    repeatable: bool
 
 
 Frozen = tuple[RecordedEvent, bytes, bytes]
