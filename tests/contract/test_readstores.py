@@ -10,16 +10,16 @@ from eventgate.projections import Projection
 from eventgate.projections.postgres import PostgresReadStore
 from eventgate.projections.protocol import ReadStore
 from eventgate.projections.readstore import SQLiteReadStore
-from tests.contract.readstore_contract import ReadStoreContract
+from tests.contract.readstore_contract import ApplyAllContract, ReadStoreContract
 from tests.postgres import database_for
 
 
-class TestSQLiteReadStore(ReadStoreContract):
+class OnSQLite:
     async def open_store(self, directory: Path, projections: list[Projection]) -> ReadStore:
         return await SQLiteReadStore.open(directory / "readmodels.sqlite", projections)
 
 
-class TestPostgresReadStore(ReadStoreContract):
+class OnPostgres:
     @pytest.fixture(autouse=True)
     def _server(self, postgres_dsn: str) -> None:
         self.server_dsn = postgres_dsn
@@ -27,3 +27,19 @@ class TestPostgresReadStore(ReadStoreContract):
     async def open_store(self, directory: Path, projections: list[Projection]) -> ReadStore:
         dsn = await database_for(self.server_dsn, str(directory), "r")
         return await PostgresReadStore.open(dsn, projections)
+
+
+class TestSQLiteReadStore(OnSQLite, ReadStoreContract):
+    pass
+
+
+class TestPostgresReadStore(OnPostgres, ReadStoreContract):
+    pass
+
+
+class TestSQLiteApplyAll(OnSQLite, ApplyAllContract):
+    pass
+
+
+class TestPostgresApplyAll(OnPostgres, ApplyAllContract):
+    pass
