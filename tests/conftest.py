@@ -11,6 +11,7 @@ import pytest
 from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings
 from eventgate.examples.inventory import inventory_app
+from tests.nats import NatsServer, nats_binary
 from tests.postgres import PostgresServer, postgres_binaries
 
 
@@ -33,3 +34,17 @@ def postgres_dsn() -> Iterator[str]:
     server = PostgresServer(binaries).start()
     yield server.dsn
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """A real NATS JetStream on a free loopback port for the whole session, stopped by PID.
+    Skipped where nats-server is not installed, except under CI (`.ci/run` installs it)."""
+    binary = nats_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("nats-server is not installed (apt-get install nats-server)")
+        pytest.skip("nats-server is not installed (apt-get install nats-server)")
+    server = NatsServer(binary).start()
+    yield server
+    server.remove()

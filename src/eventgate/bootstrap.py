@@ -9,6 +9,8 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventgate.app import App
+from eventgate.broker.connection import Broker, open_broker
+from eventgate.broker.wire import Layout
 from eventgate.commands.api import command_app
 from eventgate.commands.handler import CommandHandler
 from eventgate.commands.idempotency import (
@@ -17,6 +19,7 @@ from eventgate.commands.idempotency import (
     SQLiteIdempotencyStore,
 )
 from eventgate.config import Settings
+from eventgate.errors import ConfigError
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.postgres import PostgresEventStore
 from eventgate.eventstore.protocol import EventStore
@@ -30,7 +33,7 @@ from eventgate.functions.store import SQLiteFunctionStore
 from eventgate.functions.worker import FunctionWorker
 from eventgate.gateway.app import Gateway
 from eventgate.gateway.config import GatewayConfig
-from eventgate.gateway.internal import InternalOnly
+from eventgate.gateway.internal import InternalOnly, WithHealth
 from eventgate.gateway.routes import RouteTable
 from eventgate.http.etags import KEY_BYTES, ETagCipher, load_or_create_key
 from eventgate.hub.hub import EventHub
@@ -59,6 +62,7 @@ __all__ = [
     "command_service",
     "function_worker",
     "gateway",
+    "open_broker_of",
     "open_cipher",
     "open_function_store",
     "open_http",
@@ -184,9 +188,20 @@ def function_worker(
     return FunctionWorker(functions, services, **options)
 
 
+async def open_broker_of(system: System, name: str) -> Broker:
+    """The broker of `system` (its settings must name one), with the app's stream in place;
+    partitioned as the function store is, so both deliveries agree on a stream's partition."""
+    if system.settings.broker_url is None:
+        raise ConfigError("no broker configured (--broker nats://host:4222)")
+    layout = Layout(system.app.name, system.functions.partitions)
+    return await open_broker(system.settings.broker_url, layout, name)
+
+
 def service_guard(app: ASGIApp, token: str | None) -> ASGIApp:
-    """`app` answering only requests that carry the gateway's internal token (if one is set)."""
-    return app if token is None else InternalOnly(app, token)
+    """`app` answering only requests that carry the gateway's internal token (if one is set),
+    with the health check the gateway exports use (gateway/internal.py)."""
+    checked = WithHealth(app)
+    return checked if token is None else InternalOnly(checked, token)
 
 
 async def open_cipher(settings: Settings, config: GatewayConfig) -> ETagCipher:
@@ -244,10 +259,14 @@ def route_table(app: App) -> RouteTable:
     return RouteTable([*resource_routes(app.resources), *admin_routes()])
 
 
+def gateway_openapi(app: App, config: GatewayConfig) -> dict[str, Any]:
+    """The OpenAPI document the gateway of `app` serves at /openapi.json (so do its exports)."""
+    return openapi_document(app.name, app.resources, secured=config.auth_enabled)
+
+
 def gateway(app: App, config: GatewayConfig, upstreams: Mapping[str, ASGIApp]) -> Gateway:
     """The gateway of `app` in front of `upstreams` (in-process apps or RemoteUpstreams)."""
-    document = openapi_document(app.name, app.resources, secured=config.auth_enabled)
-    return Gateway(route_table(app), upstreams, config, document)
+    return Gateway(route_table(app), upstreams, config, gateway_openapi(app, config))
 
 
 @dataclass

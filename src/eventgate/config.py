@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "Settings",
     "app_reference",
+    "broker_url",
     "database_url",
     "read_toml",
     "redact",
@@ -34,12 +35,16 @@ class Settings:
     projection_batch_size: int = 500
     database_url: str | None = None
     """PostgreSQL for the event store, read models and idempotency keys; None: SQLite files."""
+    broker_url: str | None = None
+    """NATS JetStream that carries the events to their consumers; None: they read the store."""
 
     def __post_init__(self) -> None:
         if self.database_url is not None and not self.database_url.startswith(
             ("postgresql://", "postgres://")
         ):
             raise ConfigError("the database URL must start with postgresql://")
+        if self.broker_url is not None and not self.broker_url.startswith(("nats://", "tls://")):
+            raise ConfigError("the broker URL must start with nats:// or tls://")
         if self.poll_interval <= 0:
             raise ConfigError("poll_interval must be positive")
         if self.projection_batch_size < 1:
@@ -106,6 +111,18 @@ def database_url(option: str | None, config: Path | None) -> str | None:
         configured = read_toml(config).get("database_url")
         if configured is not None and not isinstance(configured, str):
             raise ConfigError('database_url must be a string like "postgresql://host/db"')
+        return configured
+    return None
+
+
+def broker_url(option: str | None, config: Path | None) -> str | None:
+    """`--broker` (or EVENTGATE_BROKER_URL), else the config's `broker_url`."""
+    if option:
+        return option
+    if config is not None:
+        configured = read_toml(config).get("broker_url")
+        if configured is not None and not isinstance(configured, str):
+            raise ConfigError('broker_url must be a string like "nats://host:4222"')
         return configured
     return None
 

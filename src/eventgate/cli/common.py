@@ -14,11 +14,12 @@ from rich.markup import escape
 
 from eventgate.app import App, load_app
 from eventgate.bootstrap import System, open_system
-from eventgate.config import Settings, app_reference, database_url
+from eventgate.config import Settings, app_reference, broker_url, database_url
 from eventgate.errors import EventgateError
 
 __all__ = [
     "AppOption",
+    "BrokerUrl",
     "CliError",
     "DataDir",
     "DatabaseUrl",
@@ -119,6 +120,16 @@ def chosen_app(option: str | None, config: Path | None = None, data: Path | None
         fail(e)
 
 
+BrokerUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        envvar="EVENTGATE_BROKER_URL",
+        help="NATS JetStream (nats://host:4222) that carries the events to their consumers.",
+        show_default=False,
+    ),
+]
+
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
@@ -132,12 +143,17 @@ DatabaseUrl = Annotated[
 
 
 def settings_for(
-    data: Path, url: str | None, config: Path | None = None, **options: Any
+    data: Path,
+    url: str | None,
+    config: Path | None = None,
+    broker: str | None = None,
+    **options: Any,
 ) -> Settings:
-    """Settings from the options (`--database-url`, else the config's `database_url`), or
-    one line and exit 1."""
+    """Settings from the options (`--database-url`, `--broker`, else the config's
+    `database_url`, `broker_url`), or one line and exit 1."""
     try:
-        return Settings(data_dir=data, database_url=database_url(url, config), **options)
+        return Settings(data_dir=data, database_url=database_url(url, config),
+                        broker_url=broker_url(broker, config), **options)  # fmt: skip
     except EventgateError as e:
         fail(e)
 

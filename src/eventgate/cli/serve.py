@@ -18,6 +18,7 @@ from eventgate.app import App
 from eventgate.bootstrap import (
     command_service,
     gateway,
+    open_broker_of,
     open_cipher,
     open_idempotency,
     open_registry,
@@ -26,13 +27,16 @@ from eventgate.bootstrap import (
     read_model_watcher,
     service_guard,
 )
+from eventgate.broker.relay import Relay
 from eventgate.cli.common import (
     AppOption,
+    BrokerUrl,
     CliError,
     DatabaseUrl,
     DataDir,
     checked,
     chosen_app,
+    fail,
     out,
     run,
     serve_app,
@@ -51,12 +55,19 @@ from eventgate.cli.serving import (
     worker_argv,
     worker_env,
 )
-from eventgate.config import DEFAULT_DATA_DIR, Settings
+from eventgate.config import DEFAULT_DATA_DIR, Settings, redact
 from eventgate.gateway.config import GatewayConfig, load_config
 from eventgate.gateway.upstream import RemoteUpstream
+from eventgate.processes.lease import while_leased
 from eventgate.processes.membership import Membership
 
-__all__ = ["serve_commands", "serve_gateway", "serve_projections", "serve_queries"]
+__all__ = [
+    "serve_commands",
+    "serve_gateway",
+    "serve_projections",
+    "serve_queries",
+    "serve_relay",
+]
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Workers = Annotated[int, typer.Option(min=1, max=64, help="Processes to keep running.")]
@@ -195,6 +206,55 @@ async def _projections(settings: Settings, served: App) -> None:
         await system.close()
         await registry.close()
     out.print(f"eventgate projections {membership.id} stopped cleanly")
+
+
+# -- relay --------------------------------------------------------------------------------
+
+
+@serve_app.command("relay")
+def serve_relay(
+    data: DataDir = DEFAULT_DATA_DIR,
+    config: Config = None,
+    app_option: AppOption = None,
+    url: DatabaseUrl = None,
+    broker: BrokerUrl = None,
+) -> None:
+    """Publish every stored event to NATS JetStream (`--broker`), in the store's order and
+    exactly once as consumers see it. Run two for a standby: one relays at a time (a lease),
+    the other takes over within seconds of its death."""
+    setup_logging()
+    served = chosen_app(app_option, config, data)
+    settings = settings_for(data, url, config, broker)
+    if settings.broker_url is None:
+        fail(CliError("serve relay needs --broker nats://host:4222 (or EVENTGATE_BROKER_URL)"))
+    run(lambda: _relay(settings, served))
+
+
+async def _relay(settings: Settings, served: App) -> None:
+    registry = await open_registry(settings)
+    membership = Membership(registry, ["relay"])
+    try:
+        system = await open_system(settings, served)
+    except BaseException:
+        await registry.close()
+        raise
+    try:
+        broker = await open_broker_of(system, f"eventgate relay {membership.id}")
+    except BaseException:
+        await system.close()
+        await registry.close()
+        raise
+    relay = Relay(system.store, broker)
+    out.print(f"eventgate relay {membership.id}: data in {settings.database_shown} -> stream"
+              f" {broker.layout.stream} on {redact(broker.url)}")  # fmt: skip
+    try:
+        leased = lambda: while_leased(membership, "relay", "relay", relay.run)  # noqa: E731
+        await run_until_stopped(leased, [membership.run()])
+    finally:
+        await broker.close()
+        await system.close()
+        await registry.close()
+    out.print(f"eventgate relay {membership.id} stopped cleanly")
 
 
 # -- gateway -------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""A connection to NATS JetStream with the app's stream and state bucket in place."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+import nats
+from eventgate.broker.wire import Layout
+from eventgate.config import redact
+from eventgate.errors import EventgateError
+
+__all__ = ["DUPLICATE_WINDOW", "Broker", "BrokerError", "open_broker"]
+
+log = logging.getLogger("eventgate.broker")
+
+DUPLICATE_WINDOW = 120.0
+"""Seconds JetStream remembers a `Nats-Msg-Id` and drops a second message with it."""
+
+
+class BrokerError(EventgateError):
+    """The broker cannot be reached or refused what eventgate asked of it."""
+
+
+@dataclass
+class Broker:
+    """One NATS connection, its JetStream context and where the app's events live."""
+
+    url: str
+    client: Client
+    js: JetStreamContext
+    layout: Layout
+    state: KeyValue
+    """Small durable values of the app on the broker: the relay's checkpoint, the leases of
+    partitions among function workers."""
+
+    async def close(self) -> None:
+        try:
+            await self.client.drain()
+        except Exception as e:  # already closed, or the server is gone
+            log.debug("closing the broker connection: %s", e)
+
+    async def last_position(self) -> int:
+        """The store position of the last event in the app's stream (0 if none)."""
+        info = await self.js.stream_info(self.layout.stream)
+        if info.state.last_seq == 0:
+            return 0
+        message = await self.js.get_msg(self.layout.stream, info.state.last_seq)
+        return int((message.headers or {}).get("ce-sequence", 0))
+
+
+async def open_broker(url: str, layout: Layout, name: str = "eventgate") -> Broker:
+    """Connect, and create the app's stream and state bucket if they do not exist."""
+    errors: list[str] = []
+
+    async def note(e: Exception) -> None:
+        errors.append(str(e) or type(e).__name__)
+        log.warning("broker %s: %s", redact(url), e)
+
+    try:
+        client = await nats.connect(
+            servers=[url],
+            name=name,
+            connect_timeout=3,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=note,
+        )
+    except Exception as e:
+        raise BrokerError(f"cannot reach the broker at {redact(url)}: {e or errors}") from None
+    js = client.jetstream(timeout=10)
+    try:
+        await _ensure_stream(js, layout)
+        state = await js.create_key_value(
+            bucket=f"{layout.stream}_STATE", history=1, storage=StorageType.FILE
+        )
+    except Exception as e:
+        await client.close()
+        raise BrokerError(f"the broker at {redact(url)} refused the app's stream: {e}") from None
+    return Broker(url, client, js, layout, state)
+
+
+async def _ensure_stream(js: JetStreamContext, layout: Layout) -> None:
+    config = StreamConfig(
+        name=layout.stream,
+        subjects=[layout.subjects],
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+        description=f"eventgate: every event of app {layout.app}, in the store's order",
+    )
+    try:
+        info = await js.stream_info(layout.stream)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    if info.config.subjects != config.subjects:
+        try:
+            await js.update_stream(config)
+        except BadRequestError as e:
+            raise BrokerError(f"stream {layout.stream} exists with other settings: {e}") from e
