@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from eventgate.functions.api import DeadLetter, Function, FunctionEvent, Retry
+from eventgate.functions.api import Function, FunctionEvent
+from eventgate.functions.attempts import Failure, backoff, invoke, park, too_old
 from eventgate.functions.context import Context, Services
 
 __all__ = ["FunctionRunner", "partition_of"]
@@ -71,14 +71,6 @@ class _Partition:
     @property
     def watermark(self) -> int:
         return next(iter(self.unfinished)) - 1 if self.unfinished else self.scanned
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error_type: str
-    message: str
-    delay: float | None = None
-    final: bool = False
 
 
 class FunctionRunner:
@@ -236,13 +228,13 @@ class FunctionRunner:
         attempt, first_failure = 0, None
         while True:
             async with self._slots:  # waiting here is not an attempt
-                too_old = self._too_old(item)
-                if too_old is None:
+                old = too_old(self.function, item.event, item.letter is not None)
+                if old is None:
                     attempt += 1
                     ctx = Context(self.function.name, item.event, attempt, self._services)
-                    failure = await self._invoke(ctx)
-            if too_old is not None:
-                await self._park(item, too_old, attempt, first_failure)
+                    failure = await invoke(self.function, ctx)
+            if old is not None:
+                await self._park(item, old, attempt, first_failure)
                 return
             self._counts[0] += 1
             if failure is None:
@@ -261,22 +253,14 @@ class FunctionRunner:
                 await self._park(item, failure, attempt, first_failure)
                 return
             await asyncio.sleep(
-                failure.delay if failure.delay is not None else self._backoff(attempt)
+                failure.delay if failure.delay is not None else backoff(self.function, attempt)
             )
 
-    async def _invoke(self, ctx: Context) -> _Failure | None:
-        try:
-            async with asyncio.timeout(self.function.timeout):
-                await self.function(ctx.event, ctx)
-        except Retry as e:
-            return _Failure("Retry", str(e), e.delay)
-        except DeadLetter as e:
-            return _Failure("DeadLetter", e.reason, final=True)
-        except TimeoutError:
-            return _Failure("Timeout", f"no result within {self.function.timeout:g} s")
-        except Exception as e:
-            return _Failure(type(e).__qualname__, str(e)[:2000] or repr(e))
-        return None
+    async def _park(
+        self, item: _Item, failure: Failure, attempts: int, first: datetime | None
+    ) -> None:
+        event, function = item.event, self.function
+        await park(self._services, function, item.partition, event, failure, attempts, first)
 
     async def _succeeded(self, item: _Item, ctx: Context) -> None:
         if item.letter is not None:
@@ -284,42 +268,6 @@ class FunctionRunner:
             ctx.logger.info("dead letter %d replayed", item.letter)
         if ctx.effects_recorded and item.position is not None:
             self._effects.append((item.partition, item.position, item.event.id))
-
-    def _too_old(self, item: _Item) -> _Failure | None:
-        max_age = self.function.max_age
-        if max_age is None or item.letter is not None:  # an operator's replay always runs
-            return None
-        age = (datetime.now(UTC) - item.event.time).total_seconds()
-        if age <= max_age:
-            return None
-        return _Failure("EventTooOld", f"event is {age:.1f} s old; max_age is {max_age:g} s")
-
-    async def _park(
-        self, item: _Item, failure: _Failure, attempts: int, first: datetime | None
-    ) -> None:
-        await self._services.functions.dead_letter(
-            self.function.name,
-            item.partition,
-            item.event,
-            (failure.error_type, failure.message),
-            attempts,
-            first or datetime.now(UTC),
-        )
-        log.error(
-            "%s: event %s (%s, stream %s) dead-lettered after %d attempt(s): %s: %s",
-            self.function.name,
-            item.event.id,
-            item.event.type,
-            item.event.stream_id,
-            attempts,
-            failure.error_type,
-            failure.message,
-        )
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential, capped, with "equal jitter": between half and all of the step."""
-        step = min(self.function.max_backoff, self.function.backoff * 2 ** (attempt - 1))
-        return random.uniform(step / 2, step)
 
     # -- checkpoints --------------------------------------------------------------------
 

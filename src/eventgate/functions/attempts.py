@@ -1,0 +1,90 @@
+"""One attempt of a function on an event, and what follows a failure: shared by the runner
+that reads the store and the one that consumes from the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from eventgate.functions.api import DeadLetter, Function, FunctionEvent, Retry
+from eventgate.functions.context import Context, Services
+
+__all__ = ["Failure", "backoff", "invoke", "park", "too_old"]
+
+log = logging.getLogger("eventgate.functions")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an attempt failed; `delay`: the function asked for this wait; `final`: no retry."""
+
+    error_type: str
+    message: str
+    delay: float | None = None
+    final: bool = False
+
+
+async def invoke(function: Function, ctx: Context) -> Failure | None:
+    """Run one attempt within the function's timeout; its failure, or None."""
+    try:
+        async with asyncio.timeout(function.timeout):
+            await function(ctx.event, ctx)
+    except Retry as e:
+        return Failure("Retry", str(e), e.delay)
+    except DeadLetter as e:
+        return Failure("DeadLetter", e.reason, final=True)
+    except TimeoutError:
+        return Failure("Timeout", f"no result within {function.timeout:g} s")
+    except Exception as e:
+        return Failure(type(e).__qualname__, str(e)[:2000] or repr(e))
+    return None
+
+
+def too_old(function: Function, event: FunctionEvent, replay: bool) -> Failure | None:
+    """The failure of an event past the function's `max_age` (an operator's replay always
+    runs), or None."""
+    if function.max_age is None or replay:
+        return None
+    age = (datetime.now(UTC) - event.time).total_seconds()
+    if age <= function.max_age:
+        return None
+    return Failure("EventTooOld", f"event is {age:.1f} s old; max_age is {function.max_age:g} s")
+
+
+def backoff(function: Function, attempt: int) -> float:
+    """Exponential, capped, with "equal jitter": between half and all of the step."""
+    step = min(function.max_backoff, function.backoff * 2 ** (attempt - 1))
+    return random.uniform(step / 2, step)
+
+
+async def park(
+    services: Services,
+    function: Function,
+    partition: int,
+    event: FunctionEvent,
+    failure: Failure,
+    attempts: int,
+    first: datetime | None,
+) -> None:
+    """Put `event` in the dead-letter store of `function`, and say so in the log."""
+    await services.functions.dead_letter(
+        function.name,
+        partition,
+        event,
+        (failure.error_type, failure.message),
+        attempts,
+        first or datetime.now(UTC),
+    )
+    log.error(
+        "%s: event %s (%s, stream %s) dead-lettered after %d attempt(s): %s: %s",
+        function.name,
+        event.id,
+        event.type,
+        event.stream_id,
+        attempts,
+        failure.error_type,
+        failure.message,
+    )
