@@ -5,20 +5,28 @@ consumer the gateway names in `x-eventgate-consumer`, so it must answer the gate
 With `EVENTGATE_INTERNAL_TOKEN` set (the same value for every process of a deployment),
 the gateway sends the token with each request and the services refuse any request
 without it: a client that reaches a service directly cannot pose as a consumer.
+
+Each service also answers `GET /_eventgate/health` (behind the token when there is one), for
+the active health checks of a gateway in front of several instances (Envoy, APISIX: see
+gateway/export/): 200 as long as the process serves HTTP. No route of the gateway leads there.
 """
 
 from __future__ import annotations
 
 import hmac
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventgate.http.problems import problem
 
-__all__ = ["INTERNAL_HEADER", "InternalOnly"]
+__all__ = ["HEALTH_PATH", "INTERNAL_HEADER", "InternalOnly", "WithHealth"]
 
 INTERNAL_HEADER = "x-eventgate-internal"
 _HEADER = INTERNAL_HEADER.encode()
+HEALTH_PATH = "/_eventgate/health"
+_READ = ("GET", "HEAD")
+_HEALTHY = Response(b'{"status": "ok"}', 200, {"Cache-Control": "no-store"}, "application/json")
 
 
 class InternalOnly:
@@ -37,4 +45,19 @@ class InternalOnly:
                 answer = problem(401, "this service answers the eventgate gateway only")
                 await answer(scope, receive, send)
                 return
+        await self._app(scope, receive, send)
+
+
+class WithHealth:
+    """`app`, and 200 to GET or HEAD on HEALTH_PATH: the process is up and serving HTTP.
+    It does not touch the database: one dead instance is what a gateway must route around,
+    a dead database fails every instance alike."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == HEALTH_PATH and scope["method"] in _READ:
+            await _HEALTHY(scope, receive, send)
+            return
         await self._app(scope, receive, send)
