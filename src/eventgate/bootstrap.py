@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventgate.app import App
 from eventgate.broker.connection import Broker, open_broker
+from eventgate.broker.consumer import JetStreamRunner
+from eventgate.broker.leases import BrokerLeases
 from eventgate.broker.wire import Layout
 from eventgate.commands.api import command_app
 from eventgate.commands.handler import CommandHandler
@@ -175,9 +178,11 @@ def function_worker(
     system: System,
     functions: Sequence[Function],
     settings: Mapping[str, Any] | None = None,
+    broker: Broker | None = None,
     **options: Any,
 ) -> FunctionWorker:
-    """A worker that runs `functions` for `system`; `settings` become `ctx.settings`."""
+    """A worker that runs `functions` for `system`; `settings` become `ctx.settings`. With a
+    `broker`, the functions consume from JetStream and the workers share partitions there."""
     services = Services(
         store=system.store,
         commands=system.commands,
@@ -185,6 +190,11 @@ def function_worker(
         data_dir=system.settings.data_dir,
         settings=dict(settings or {}),
     )
+    if broker is not None:
+        options |= {
+            "leases": BrokerLeases(broker, system.functions.partitions),
+            "runner": functools.partial(JetStreamRunner, broker=broker),
+        }
     return FunctionWorker(functions, services, **options)
 
 

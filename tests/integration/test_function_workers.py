@@ -1,18 +1,22 @@
 """`eventgate serve functions --workers 2`, one worker SIGKILLed mid-work: the other takes
 over its streams, the supervisor restarts it, every event runs at least once, no stream
-skips an event, and every guarded side effect happens exactly once downstream."""
+skips an event, and every guarded side effect happens exactly once downstream. Twice: the
+workers reading the store (leases in the database), and consuming from NATS JetStream fed by
+`eventgate serve relay` (partitions shared through the broker)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -20,6 +24,7 @@ import pytest
 
 from eventgate.eventstore.model import NewEvent
 from eventgate.eventstore.sqlite import SQLiteEventStore
+from tests.nats import NatsServer, nats_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS, STREAMS, CONCURRENCY = 600, 30, 4
@@ -54,17 +59,46 @@ def downstream(out: Path, sql: str) -> list[tuple[object, ...]]:
     return rows
 
 
-def start_workers(data: Path, config: Path, log: IO[str]) -> subprocess.Popen[bytes]:
+def start(
+    kind: str, data: Path, config: Path, log: IO[str], *extra: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "eventgate.cli", "serve", "functions", "--workers", "2",
-         "--data", str(data), "--config", str(config)],
+        [sys.executable, "-m", "eventgate.cli", "serve", kind, "--data", str(data),
+         "--config", str(config), *extra],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
 
 
+async def both_running(log: Path) -> None:
+    """Wait until each of the two workers has partitions (and a moment to start on them)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = await asyncio.to_thread(log.read_text)
+        found = re.findall(r"worker (\S+) runs partitions \[\d", text)
+        if len(set(found)) == 2:
+            await asyncio.sleep(1.5)
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the two workers never shared the partitions")
+
+
+@pytest.fixture(params=["store", "nats"])
+def broker(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """No broker (workers read the store), or a NATS JetStream of this test's own."""
+    if request.param == "store":
+        yield []
+        return
+    binary = nats_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed")
+    server = NatsServer(binary).start()
+    yield ["--broker", server.url]
+    server.remove()
+
+
 async def test_a_killed_worker_loses_nothing_and_repeats_no_guarded_effect(
-    tmp_path: Path,
+    tmp_path: Path, broker: list[str]
 ) -> None:
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
@@ -79,8 +113,10 @@ async def test_a_killed_worker_loses_nothing_and_repeats_no_guarded_effect(
     )
     store = await SQLiteEventStore.open(data / "events.sqlite")
     log = (tmp_path / "serve.log").open("w")
-    serve = start_workers(data, config, log)
+    relay = start("relay", data, config, log, *broker) if broker else None
+    serve = start("functions", data, config, log, "--workers", "2", *broker)
     try:
+        await both_running(tmp_path / "serve.log")
         ids = []
         killed = None
         for n in range(EVENTS):
@@ -93,15 +129,16 @@ async def test_a_killed_worker_loses_nothing_and_repeats_no_guarded_effect(
                     killed = min(working)  # type: ignore[type-var]
                     os.kill(killed, signal.SIGKILL)
         assert killed is not None, "the workers never got going"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90  # with a broker: the ack wait (30 s), then the rest
         while time.monotonic() < deadline:
             if downstream(out, "SELECT COUNT(*) FROM effects")[0][0] == EVENTS:
                 break
             await asyncio.sleep(0.2)
         restarted = [pid for pid in children(serve.pid) if pid != killed]
     finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=30)
+        for process in filter(None, (serve, relay)):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
         log.close()
         await store.close()
 

@@ -13,9 +13,17 @@ import typer
 from rich.table import Table
 
 from eventgate.app import App
-from eventgate.bootstrap import function_worker, open_function_store, open_registry, open_system
+from eventgate.bootstrap import (
+    function_worker,
+    open_broker_of,
+    open_function_store,
+    open_registry,
+    open_system,
+)
+from eventgate.broker.lag import broker_lag
 from eventgate.cli.common import (
     AppOption,
+    BrokerUrl,
     CliError,
     DatabaseUrl,
     DataDir,
@@ -92,15 +100,24 @@ def functions_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
     app_option: AppOption = None,
     url: DatabaseUrl = None,
+    broker: BrokerUrl = None,
 ) -> None:
-    """Every function that has run here: triggers, checkpoint, lag, failures, dead letters."""
+    """Every function that has run here: triggers, checkpoint, lag, failures, dead letters;
+    with --broker, also the messages its JetStream consumers have not acked (broker lag)."""
     served = chosen_app(app_option, data=data)
-    settings = settings_for(data, url)
+    settings = settings_for(data, url, None, broker)
 
     async def rows() -> list[dict[str, Any]]:
         system = await open_existing(settings, served)
         try:
-            return await function_rows(system.functions, system.store)
+            found = await function_rows(system.functions, system.store)
+            if settings.broker_url is not None:
+                lag = await broker_lag(system, [row["name"] for row in found])
+                for row in found:  # the store's checkpoints do not move: the broker delivers
+                    row["broker_lag"] = lag["functions"][row["name"]]
+                    if row["broker_lag"] is not None:
+                        row["checkpoint"] = row["lag"] = None
+            return found
         finally:
             await system.close()
 
@@ -109,14 +126,21 @@ def functions_list(
         sys.stdout.write(json.dumps({"functions": found}) + "\n")
         return
     table = Table("function", "triggers", "checkpoint", "lag", "invocations", "failures", "dead")
+    if settings.broker_url is not None:
+        table.add_column("broker lag")
     for row in found:
         table.add_row(
             row["name"],
             ", ".join(row["triggers"]),
-            *(str(row[k]) for k in ("checkpoint", "lag", "invocations", "failures")),
+            *(_shown(row[k]) for k in ("checkpoint", "lag", "invocations", "failures")),
             str(row["dead_letters"]),
+            *([_shown(row["broker_lag"])] if "broker_lag" in row else []),
         )
     out.print(table)
+
+
+def _shown(lag: int | None) -> str:
+    return "-" if lag is None else str(lag)
 
 
 # -- dlq --------------------------------------------------------------------------------
@@ -222,18 +246,21 @@ def serve_functions(
     config: ConfigFile = None,
     app_option: AppOption = None,
     url: DatabaseUrl = None,
+    broker: BrokerUrl = None,
 ) -> None:
     """Run the functions in N worker processes that share the streams (beside an
     `eventgate up --no-functions`); a worker that dies is restarted, and its streams are
-    taken over by the others meanwhile."""
+    taken over by the others meanwhile. With --broker they consume from NATS JetStream
+    (fed by `eventgate serve relay`) and share the partitions through it."""
     setup_logging()
     served = chosen_app(app_option, config, data)
     chosen = chosen_functions(served, config, functions)
-    settings = settings_for(data, url, config, poll_interval=WORKER_POLL_INTERVAL)
+    settings = settings_for(data, url, config, broker, poll_interval=WORKER_POLL_INTERVAL)
     if workers == 1:
         run(lambda: _serve_one(settings, served, chosen))
         return
     modules = [arg for module in functions or [] for arg in ("--functions", module)]
+    modules += ["--broker", broker] if broker else []
     argv = worker_argv("functions", data, app_option, config, modules)
     run(lambda: supervise(argv, workers, "functions", None, worker_env(url)))
 
@@ -241,13 +268,21 @@ def serve_functions(
 async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -> None:
     registry = await open_registry(settings)
     system = await open_system(settings, served)
-    membership = Membership(registry, ["functions"])
-    worker = function_worker(system, chosen.functions, chosen.settings, worker_id=membership.id)
-    names = ", ".join(f.name for f in chosen.functions)
-    out.print(f"eventgate functions worker {worker.id}: running {names}")
+    broker = None
     try:
+        membership = Membership(registry, ["functions"])
+        if settings.broker_url is not None:
+            broker = await open_broker_of(system, f"eventgate functions {membership.id}")
+        worker = function_worker(
+            system, chosen.functions, chosen.settings, broker, worker_id=membership.id
+        )
+        names = ", ".join(f.name for f in chosen.functions)
+        source = f"stream {broker.layout.stream}" if broker else "the store"
+        out.print(f"eventgate functions worker {worker.id}: running {names} from {source}")
         await run_until_stopped(worker.run, [membership.run()])
     finally:
+        if broker is not None:
+            await broker.close()
         await system.close()
         await registry.close()
     out.print(f"eventgate functions worker {worker.id} stopped cleanly")

@@ -11,8 +11,10 @@ import typer
 from rich.table import Table
 
 from eventgate.bootstrap import open_registry
+from eventgate.broker.lag import broker_lag
 from eventgate.cli.common import (
     AppOption,
+    BrokerUrl,
     DatabaseUrl,
     DataDir,
     app,
@@ -33,12 +35,14 @@ def status(
     data: DataDir = DEFAULT_DATA_DIR,
     app_option: AppOption = None,
     url: DatabaseUrl = None,
+    broker: BrokerUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
 ) -> None:
     """The processes connected to this data (roles, host, pid, last heartbeat, leases),
-    each projection's and function's checkpoint with its lag, and who runs each projection."""
+    each projection's and function's checkpoint with its lag, and who runs each projection;
+    with --broker, the relay's checkpoint and lag and each function's broker lag."""
     served = chosen_app(app_option, data=data)
-    settings = settings_for(data, url)
+    settings = settings_for(data, url, None, broker)
 
     async def gather() -> dict[str, Any]:
         system = await open_existing(settings, served)
@@ -48,6 +52,9 @@ def status(
             projections = await system.upsert.status()
             functions = await function_rows(system.functions, system.store)
             head = await system.store.head()
+            hub = None
+            if settings.broker_url is not None:
+                hub = await broker_lag(system, [row["name"] for row in functions])
         finally:
             await registry.close()
             await system.close()
@@ -57,6 +64,7 @@ def status(
             "processes": [p.to_json() for p in processes],
             "projections": [{**s.to_json(), "held_by": holders.get(s.name)} for s in projections],
             "functions": functions,
+            "broker": hub,
         }
 
     found = run(gather)
@@ -75,14 +83,28 @@ def status(
     out.print(table)
     if not found["processes"]:
         out.print("no process is connected")
+    hub = found["broker"]
     checkpoints = Table("kind", "name", "checkpoint", "lag", "run by", title="checkpoints")
+    if hub is not None:
+        checkpoints.add_column("broker lag")
+        relays = [p["id"] for p in found["processes"] if "relay" in p["roles"]]
+        holder = next((h for lease, h in _holders(found).items() if lease == "relay"), None)
+        checkpoints.add_row("relay", hub["stream"], str(hub["relay"]["checkpoint"]),
+                            str(hub["relay"]["lag"]), holder or f"{len(relays)} standing by",
+                            "")  # fmt: skip
     for row in found["projections"]:
         checkpoints.add_row("projection", row["name"], str(row["checkpoint"]), str(row["lag"]),
-                            row["held_by"] or "-")  # fmt: skip
+                            row["held_by"] or "-", *([""] if hub else []))  # fmt: skip
     workers = [p["id"] for p in found["processes"] if "functions" in p["roles"]]
     for row in found["functions"]:
         run_by = f"{len(workers)} worker(s), by partition" if workers else "-"
-        checkpoints.add_row("function", row["name"], str(row["checkpoint"]), str(row["lag"]),
-                            run_by)  # fmt: skip
+        lag = hub["functions"].get(row["name"]) if hub else None
+        extra = [str(lag) if lag is not None else "-"] if hub else []
+        position = (row["checkpoint"], row["lag"]) if lag is None else ("-", "-")
+        checkpoints.add_row("function", row["name"], *map(str, position), run_by, *extra)
     out.print(checkpoints)
     out.print(f"head of the log: {found['head']}")
+
+
+def _holders(found: dict[str, Any]) -> dict[str, str]:
+    return {lease: p["id"] for p in found["processes"] for lease in p["leases"]}

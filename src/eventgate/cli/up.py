@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from eventgate.app import App
-from eventgate.bootstrap import function_worker, open_http, open_registry
+from eventgate.bootstrap import function_worker, open_broker_of, open_http, open_registry
+from eventgate.broker.relay import Relay
 from eventgate.cli.common import (
     AppOption,
+    BrokerUrl,
     DatabaseUrl,
     DataDir,
     app,
@@ -25,8 +27,9 @@ from eventgate.cli.common import (
 )
 from eventgate.cli.functions import ChosenFunctions, FunctionModules, chosen_functions
 from eventgate.cli.serving import address, bind, check_exposure, serve_http
-from eventgate.config import DEFAULT_DATA_DIR, Settings
+from eventgate.config import DEFAULT_DATA_DIR, Settings, redact
 from eventgate.gateway.config import GatewayConfig, load_config
+from eventgate.processes.lease import while_leased
 from eventgate.processes.membership import Membership
 
 __all__ = ["up"]
@@ -45,6 +48,7 @@ def up(
     ] = False,
     app_option: AppOption = None,
     url: DatabaseUrl = None,
+    broker: BrokerUrl = None,
     functions: FunctionModules = None,
     no_functions: Annotated[
         bool,
@@ -64,14 +68,16 @@ def up(
 
     Serves `--app` (else the config's `app`, else the app last served on this data, else
     the inventory example). Functions:
-    the app's own and any `--functions` module. Runs until SIGINT/SIGTERM."""
+    the app's own and any `--functions` module. With --broker, a relay publishes the events
+    to NATS JetStream and the functions consume them from there. Runs until SIGINT/SIGTERM."""
     setup_logging()
     record = chosen_reference(app_option, config, data)
     served = chosen_app(record)
     chosen = None if no_functions else chosen_functions(served, config, functions)
-    settings = settings_for(data, url, config)
+    settings = settings_for(data, url, config, broker)
     gateway_config = checked(load_config, config)
     roles = ["gateway", "commands", "queries"]
+    roles += [] if settings.broker_url is None else ["relay"]
     roles += [] if no_projections else ["projections"]
     roles += [] if chosen is None else ["functions"]
 
@@ -101,11 +107,21 @@ async def _up(
         raise
     settings.app_record.write_text(reference + "\n", encoding="utf-8")
     tasks = [membership.run(), http.watcher.run()]
+    broker = None
+    if settings.broker_url is not None:
+        try:
+            broker = await open_broker_of(http.system, f"eventgate up {membership.id}")
+        except BaseException:
+            await http.close()
+            await registry.close()
+            raise
+        relay = Relay(http.system.store, broker)
+        tasks.append(while_leased(membership, "relay", "relay", relay.run))
     if "projections" in roles:
         tasks.append(http.system.upsert.run())
     if functions is not None:
         worker = function_worker(
-            http.system, functions.functions, functions.settings, worker_id=membership.id
+            http.system, functions.functions, functions.settings, broker, worker_id=membership.id
         )
         tasks.append(worker.run())
     elsewhere = [r for r in ("projections", "functions") if r not in roles]
@@ -113,10 +129,13 @@ async def _up(
         f"eventgate up: gateway on {address(sock)}"
         f" (app {served.name}, data in {settings.database_shown})"
         + (f"; {' and '.join(elsewhere)} run elsewhere" if elsewhere else "")
+        + (f"; events relayed to {redact(broker.url)}" if broker else "")
     )
     try:
         await serve_http(http.gateway, sock, tasks)
     finally:
+        if broker is not None:
+            await broker.close()
         await http.close()
         await registry.close()
     out.print("eventgate stopped cleanly")

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import uuid_utils
 
@@ -21,10 +21,28 @@ from eventgate.errors import ConfigError
 from eventgate.functions.api import Function
 from eventgate.functions.context import Services
 from eventgate.functions.runner import FunctionRunner
+from eventgate.functions.state import Lease
 
-__all__ = ["FunctionWorker"]
+__all__ = ["FunctionWorker", "PartitionLeases", "Runner"]
 
 log = logging.getLogger("eventgate.functions")
+
+
+class PartitionLeases(Protocol):
+    """Who runs which partition: the function store (a database), or the broker."""
+
+    async def rebalance(self, worker: str, ttl: float, release: Iterable[int] = ()) -> Lease: ...
+    async def leave(self, worker: str) -> None: ...
+
+
+class Runner(Protocol):
+    """One function on the partitions its worker owns: reading the store, or the broker."""
+
+    function: Function
+
+    def start(self) -> None: ...
+    async def assign(self, owned: frozenset[int]) -> None: ...
+    async def stop(self) -> None: ...
 
 
 class FunctionWorker:
@@ -38,8 +56,12 @@ class FunctionWorker:
         heartbeat: float = 1.0,
         ttl: float = 5.0,
         worker_id: str | None = None,
+        leases: PartitionLeases | None = None,
+        runner: Callable[..., Runner] = FunctionRunner,
         **runner_options: Any,
     ) -> None:
+        """`leases` default to the function store's; `runner` builds each function's runner
+        (the store-reading FunctionRunner, or broker.consumer.JetStreamRunner)."""
         names = [f.name for f in functions]
         if len(set(names)) != len(names):
             raise ConfigError(f"two functions share a name: {sorted(names)}")
@@ -50,9 +72,10 @@ class FunctionWorker:
         self._services = services
         self._heartbeat = heartbeat
         self._ttl = ttl
+        self._leases: PartitionLeases = leases or services.functions
         partitions = services.functions.partitions
-        self.runners = [
-            FunctionRunner(f, services, self.id, partitions, **runner_options) for f in functions
+        self.runners: list[Runner] = [
+            runner(f, services, self.id, partitions, **runner_options) for f in functions
         ]
         self.owned: frozenset[int] = frozenset()
 
@@ -68,16 +91,15 @@ class FunctionWorker:
                 await asyncio.sleep(self._heartbeat)
         finally:
             await asyncio.gather(*(runner.stop() for runner in self.runners))
-            await store.leave(self.id)
+            await self._leases.leave(self.id)
 
     async def rebalance(self) -> None:
         """One heartbeat: renew, claim, and hand back what is above the fair share."""
-        store = self._services.functions
-        lease = await store.rebalance(self.id, self._ttl)
+        lease = await self._leases.rebalance(self.id, self._ttl)
         keep = frozenset(sorted(lease.owned)[: lease.fair_share])
         if keep != self.owned:
             log.info("worker %s runs partitions %s", self.id, sorted(keep) or "none")
         await asyncio.gather(*(runner.assign(keep) for runner in self.runners))
         self.owned = keep
         if lease.owned - keep:
-            await store.rebalance(self.id, self._ttl, release=lease.owned - keep)
+            await self._leases.rebalance(self.id, self._ttl, release=lease.owned - keep)
