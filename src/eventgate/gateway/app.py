@@ -27,9 +27,12 @@ from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
 
-__all__ = ["Gateway"]
+__all__ = ["KEY_HEADERS", "Gateway"]
 
+KEY_HEADERS = ("x-api-key", "authorization")
+"""Where a client's API key is read: X-API-Key, else `Authorization: Bearer KEY`."""
 MAX_URL_BYTES = 8192
+_KEY, _AUTHORIZATION = (name.encode() for name in KEY_HEADERS)
 _CONSUMER = CONSUMER_HEADER.encode()
 _REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -113,15 +116,15 @@ class Gateway:
                              message="Http Method not supported")  # fmt: skip
             return answer, consumer, None, {}
         needed = route.needs(method)
-        if consumer is not None and needed not in consumer.scopes | _implied(consumer):
+        if consumer is not None and not consumer.holds(needed):
             answer = problem(403, f"this needs the {needed!r} scope", instance=path)
             return answer, consumer, None, {}
         limited, limit_headers = self._rate_limit(consumer)
         return limited, consumer, route, limit_headers
 
     def _authenticate(self, headers: Mapping[bytes, bytes]) -> Consumer | None:
-        key = headers.get(b"x-api-key")
-        authorization = headers.get(b"authorization", b"")
+        key = headers.get(_KEY)
+        authorization = headers.get(_AUTHORIZATION, b"")
         if key is None and authorization[:7].lower() == b"bearer ":
             key = authorization[7:].strip()
         if not key:
@@ -182,10 +185,6 @@ class Gateway:
             return message
 
         return None, replay
-
-
-def _implied(consumer: Consumer) -> frozenset[str]:
-    return frozenset({"read", "write"}) if "admin" in consumer.scopes else frozenset()
 
 
 def _request_id(headers: Mapping[bytes, bytes]) -> bytes:

@@ -29,6 +29,10 @@ class Consumer:
     scopes: frozenset[str]
     rate_limit: RateLimitItem | None = None
 
+    def holds(self, scope: str) -> bool:
+        """Whether this consumer may use what needs `scope` (admin implies read and write)."""
+        return scope in self.scopes or ("admin" in self.scopes and scope in ("read", "write"))
+
 
 @dataclass(frozen=True)
 class GatewayConfig:

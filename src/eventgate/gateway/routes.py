@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["SAFE_METHODS", "GatewayRoute", "RouteTable"]
+__all__ = ["SAFE_METHODS", "GatewayRoute", "RouteTable", "pattern_regex"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods that read; they need the `read` scope, every other method `write`."""
@@ -55,6 +55,12 @@ class RouteTable:
         return allowed
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+def pattern_regex(pattern: str) -> str:
+    """The regular expression (to match whole paths) of a route pattern: each `{parameter}`
+    is one or more characters other than "/". RE2 reads it the same (the gateway exports)."""
     parts = re.split(r"(\{[a-z_]+\})", pattern)
-    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+    return "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern_regex(pattern))

@@ -20,7 +20,7 @@ from eventgate.errors import (
     RuleViolation,
 )
 
-__all__ = ["PROBLEM_JSON", "HTTPProblem", "problem", "problem_for", "render_error"]
+__all__ = ["PROBLEM_JSON", "HTTPProblem", "problem", "problem_body", "problem_for", "render_error"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -64,6 +64,14 @@ def problem(
     **extensions: object,
 ) -> Response:
     """A problem+json response; `type` stays about:blank, the title is the status phrase."""
+    body = problem_body(status, detail, instance, **extensions)
+    return Response(orjson.dumps(body), status, dict(headers or {}), PROBLEM_JSON)
+
+
+def problem_body(
+    status: int, detail: str | None = None, instance: str | None = None, **extensions: object
+) -> dict[str, object]:
+    """The members of a problem (also what the gateway exports answer with)."""
     body: dict[str, object] = {"type": "about:blank", "title": HTTPStatus(status).phrase}
     body["status"] = status
     if detail:
@@ -71,7 +79,7 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extensions)
-    return Response(orjson.dumps(body), status, dict(headers or {}), PROBLEM_JSON)
+    return body
 
 
 def problem_for(error: EventgateError, instance: str | None = None) -> Response:
