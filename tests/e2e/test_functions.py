@@ -34,17 +34,20 @@ scopes = ["admin"]
 """
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "nats"])
 def up(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server]:
-    """On SQLite files, and with every store on a real PostgreSQL (EVENTGATE_DATABASE_URL,
-    which the CLI calls below inherit)."""
+    """On SQLite files, with every store on a real PostgreSQL (EVENTGATE_DATABASE_URL, which
+    the CLI calls below inherit), and on SQLite with the events relayed to NATS JetStream
+    and the projections and functions fed from there (EVENTGATE_BROKER_URL)."""
     directory = tmp_path_factory.mktemp("functions")
     env = {}
     if request.param == "postgres":
         dsn = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(directory)))
         env = {"EVENTGATE_DATABASE_URL": dsn}
+    if request.param == "nats":
+        env = {"EVENTGATE_BROKER_URL": request.getfixturevalue("nats_server").url}
     server = keyed_server(directory, CONFIG, KEYS, env=env).start()
     yield server
     server.stop()

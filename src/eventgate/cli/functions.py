@@ -260,9 +260,8 @@ def serve_functions(
         run(lambda: _serve_one(settings, served, chosen))
         return
     modules = [arg for module in functions or [] for arg in ("--functions", module)]
-    modules += ["--broker", broker] if broker else []
     argv = worker_argv("functions", data, app_option, config, modules)
-    run(lambda: supervise(argv, workers, "functions", None, worker_env(url)))
+    run(lambda: supervise(argv, workers, "functions", None, worker_env(url, broker)))
 
 
 async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -> None:

@@ -27,6 +27,7 @@ from eventgate.bootstrap import (
     read_model_watcher,
     service_guard,
 )
+from eventgate.broker.feed import JetStreamFeed
 from eventgate.broker.relay import Relay
 from eventgate.cli.common import (
     AppOption,
@@ -176,16 +177,18 @@ def serve_projections(
     config: Config = None,
     app_option: AppOption = None,
     url: DatabaseUrl = None,
+    broker: BrokerUrl = None,
 ) -> None:
     """The upsert service: keeps the read models following the log. Run it in several
     processes (or machines): each projection runs in one of them at a time (a lease per
-    projection, shared fairly), and another takes it over within seconds when one dies."""
+    projection, shared fairly), and another takes it over within seconds when one dies.
+    With --broker it reads the log from NATS JetStream (fed by `eventgate serve relay`)."""
     setup_logging()
     served = chosen_app(app_option, config, data)
-    settings = settings_for(data, url, config)
-    argv = worker_argv("projections", data, app_option, config, [])
+    settings = settings_for(data, url, config, broker)
+    argv = worker_argv("projections", data, app_option, config)
     if workers > 1:
-        run(lambda: supervise(argv, workers, "projections", None, worker_env(url)))
+        run(lambda: supervise(argv, workers, "projections", None, worker_env(url, broker)))
         return
     run(lambda: _projections(settings, served))
 
@@ -198,11 +201,19 @@ async def _projections(settings: Settings, served: App) -> None:
     except BaseException:
         await registry.close()
         raise
-    names = ", ".join(p.name for p in served.projections)
-    out.print(f"eventgate projections {membership.id}: {names} (data in {settings.database_shown})")
+    broker = None
     try:
+        if settings.broker_url is not None:
+            broker = await open_broker_of(system, f"eventgate projections {membership.id}")
+            system.upsert.read_from(JetStreamFeed(broker, system.store))
+        names = ", ".join(p.name for p in served.projections)
+        source = f"stream {broker.layout.stream}" if broker else "the store"
+        out.print(f"eventgate projections {membership.id}: {names} from {source}"
+                  f" (data in {settings.database_shown})")  # fmt: skip
         await run_until_stopped(system.upsert.run, [membership.run()])
     finally:
+        if broker is not None:
+            await broker.close()
         await system.close()
         await registry.close()
     out.print(f"eventgate projections {membership.id} stopped cleanly")

@@ -183,9 +183,11 @@ def worker_argv(
     return argv
 
 
-def worker_env(url: str | None) -> dict[str, str]:
-    """The database URL for workers, through the environment: a command line is public."""
-    return {"EVENTGATE_DATABASE_URL": url} if url else {}
+def worker_env(url: str | None, broker: str | None = None) -> dict[str, str]:
+    """The database and broker URLs for workers, through the environment: a command line is
+    public, and either may hold a password."""
+    env = {"EVENTGATE_DATABASE_URL": url} if url else {}
+    return env | ({"EVENTGATE_BROKER_URL": broker} if broker else {})
 
 
 STARTUP_GRACE = 5.0

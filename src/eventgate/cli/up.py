@@ -10,6 +10,7 @@ import typer
 
 from eventgate.app import App
 from eventgate.bootstrap import function_worker, open_broker_of, open_http, open_registry
+from eventgate.broker.feed import JetStreamFeed
 from eventgate.broker.relay import Relay
 from eventgate.cli.common import (
     AppOption,
@@ -69,7 +70,8 @@ def up(
     Serves `--app` (else the config's `app`, else the app last served on this data, else
     the inventory example). Functions:
     the app's own and any `--functions` module. With --broker, a relay publishes the events
-    to NATS JetStream and the functions consume them from there. Runs until SIGINT/SIGTERM."""
+    to NATS JetStream and the projections and functions consume them from there. Runs until
+    SIGINT/SIGTERM."""
     setup_logging()
     record = chosen_reference(app_option, config, data)
     served = chosen_app(record)
@@ -117,6 +119,7 @@ async def _up(
             raise
         relay = Relay(http.system.store, broker)
         tasks.append(while_leased(membership, "relay", "relay", relay.run))
+        http.system.upsert.read_from(JetStreamFeed(broker, http.system.store))
     if "projections" in roles:
         tasks.append(http.system.upsert.run())
     if functions is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from eventgate.errors import StaleCheckpoint
 from eventgate.eventstore.model import RecordedEvent, Scanned
@@ -27,6 +27,14 @@ REQUEST_POLL_INTERVAL = 1.0
 """How often the service looks for retry/skip requests on parked streams (seconds)."""
 
 Progress = Callable[[int], None]
+
+
+class LogSource(Protocol):
+    """Where the service reads the log: the event store, or broker.feed.JetStreamFeed."""
+
+    def subscribe_matching(
+        self, keep: Callable[[str, str], bool], after: int = 0, batch_size: int = 500
+    ) -> AsyncIterator[Scanned]: ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,11 @@ class UpsertService:
         self._membership = membership
         self.held: frozenset[str] = frozenset(read_store.projections)
         """The projections this process runs now (all of them without a membership)."""
+        self._source: LogSource = hub.store
+
+    def read_from(self, source: LogSource) -> None:
+        """Follow the log from `source` (the broker's stream, say) instead of the store."""
+        self._source = source
 
     @property
     def projections(self) -> Iterable[Projection]:
@@ -152,7 +165,7 @@ class UpsertService:
             checkpoints = await self._start(projections)
             if until is not None and min(checkpoints.values()) >= until:
                 return
-            batches = self._hub.store.subscribe_matching(
+            batches = self._source.subscribe_matching(
                 lambda stream, type_name: type_name in wanted,
                 after=min(checkpoints.values()),
                 batch_size=self._batch_size,
