@@ -18,11 +18,10 @@ async def broker_lag(system: System, functions: Sequence[str]) -> dict[str, Any]
     broker = await open_broker_of(system, "eventgate status")
     try:
         relayed = await checkpoint(broker)
-        head = await system.store.head()
         partitions = broker.layout.partitions
         return {
             "stream": broker.layout.stream,
-            "relay": {"checkpoint": relayed, "lag": max(head - relayed, 0)},
+            "relay": {"checkpoint": relayed, "lag": await system.store.count_after(relayed)},
             "functions": {f: await consumer_lag(broker, f, partitions) for f in functions},
         }
     finally:
