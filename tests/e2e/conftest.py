@@ -8,26 +8,35 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.server import Deployment, Server
+from tests.e2e.server import Deployment, EnvoyDeployment, Server
 from tests.postgres import database_for
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres", "processes"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "processes", "envoy"])
 def server(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server | Deployment]:
-    """The contract's modules run three times: `eventgate up` on SQLite files, `eventgate up`
-    on a real PostgreSQL, and each component its own `eventgate serve` process on PostgreSQL
-    (the gateway reaching the command and query services over HTTP)."""
+    """The contract's modules run four times: `eventgate up` on SQLite files, `eventgate up`
+    on a real PostgreSQL, each component its own `eventgate serve` process on PostgreSQL
+    (the gateway reaching the command and query services over HTTP), and the same processes
+    with two command and two query services behind Envoy, configured by `eventgate gateway
+    export envoy`."""
     data = tmp_path_factory.mktemp("data")
     options: list[str] = []
     if request.param != "sqlite":
         server_dsn = request.getfixturevalue("postgres_dsn")
         options = ["--database-url", asyncio.run(database_for(server_dsn, str(data), "e"))]
-    server = Deployment(data, *options) if request.param == "processes" else Server(data, *options)
+    kinds = {"processes": Deployment, "envoy": EnvoyDeployment}
+    server = kinds.get(request.param, Server)(data, *options)
     server.start()
     yield server
     server.stop()
+
+
+def embedded_gateway_only(server: Server | Deployment, reason: str) -> None:
+    """Skip a test of something only eventgate's own gateway does, when Envoy is in front."""
+    if isinstance(server, EnvoyDeployment):
+        pytest.skip(reason)
 
 
 @pytest.fixture

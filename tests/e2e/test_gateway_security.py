@@ -1,13 +1,16 @@
-"""The gateway's guards over real HTTP: API keys, scopes, rate limits, size limits."""
+"""The gateway's guards over real HTTP: API keys, scopes, rate limits, size limits; the same
+tests against the embedded gateway (`up`) and Envoy configured by `gateway export envoy`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server, keyed_server
+from tests.e2e.server import EnvoyDeployment, Server, keyed_config, keyed_server
+from tests.postgres import database_for
 
 KEYS = {"reader": "reader-key", "writer": "writer-key", "admin": "admin-key"}
 CONFIG = """
@@ -32,9 +35,21 @@ scopes = ["admin"]
 """
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = keyed_server(tmp_path_factory.mktemp("secured"), CONFIG, KEYS).start()
+@pytest.fixture(scope="module", params=["up", "envoy"])
+def secured(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server | EnvoyDeployment]:
+    """`eventgate up` with the config, and the same config exported to Envoy in front of two
+    command and two query services on PostgreSQL (the keys from EVENTGATE_KEY_<NAME>)."""
+    directory = tmp_path_factory.mktemp("secured")
+    if request.param == "up":
+        server: Server | EnvoyDeployment = keyed_server(directory, CONFIG, KEYS)
+    else:
+        url = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(directory)))
+        config = keyed_config(directory, CONFIG, KEYS)
+        server = EnvoyDeployment(directory / "data", "--database-url", url, config=config,
+                                 keys=KEYS)  # fmt: skip
+    server.start()
     yield server
     server.stop()
 
