@@ -71,6 +71,10 @@ def test_projections_are_rebuilt_and_reported(data: Path) -> None:
     [
         (("events", "--data", "/nonexistent/eg"), "no event store in /nonexistent/eg"),
         (("projections", "rebuild", "nope"), "no projection named 'nope'"),
+        (("serve", "relay"), "serve relay needs --broker nats://host:4222"),
+        (("serve", "relay", "--broker", "http://x"), "the broker URL must start with nats://"),
+        (("serve", "relay", "--broker", "nats://127.0.0.1:1"), "cannot reach the broker at"),
+        (("status", "--broker", "nats://127.0.0.1:1"), "cannot reach the broker at"),
     ],
 )
 def test_bad_input_gets_one_line_and_a_non_zero_exit(

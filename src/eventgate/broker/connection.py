@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ log = logging.getLogger("eventgate.broker")
 
 DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers a `Nats-Msg-Id` and drops a second message with it."""
+
+
+START_ATTEMPTS = 3
+"""Tries to reach the broker at start before giving up with one line (a wrong URL fails fast)."""
 
 
 class BrokerError(EventgateError):
@@ -63,9 +68,12 @@ async def open_broker(url: str, layout: Layout, name: str = "eventgate") -> Brok
     """Connect, and create the app's stream and state bucket if they do not exist."""
     errors: list[str] = []
 
-    async def note(e: Exception) -> None:
+    async def note(e: Exception) -> None:  # at start, the one-line error below says it
         errors.append(str(e) or type(e).__name__)
-        log.warning("broker %s: %s", redact(url), e)
+        if client_ready.is_set():
+            log.warning("broker %s: %s", redact(url), e)
+
+    client_ready = asyncio.Event()
 
     try:
         client = await nats.connect(
@@ -73,12 +81,17 @@ async def open_broker(url: str, layout: Layout, name: str = "eventgate") -> Brok
             name=name,
             connect_timeout=3,
             allow_reconnect=True,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=START_ATTEMPTS,
             reconnect_time_wait=0.5,
             error_cb=note,
         )
     except Exception as e:
-        raise BrokerError(f"cannot reach the broker at {redact(url)}: {e or errors}") from None
+        reason = errors[-1] if errors else str(e) or type(e).__name__
+        raise BrokerError(f"cannot reach the broker at {redact(url)}: {reason}") from None
+    # Once connected, reconnect for ever: a broker restart must not stop a process. (The
+    # option is read on every reconnect; nats-py has no separate one for the first connect.)
+    client.options["max_reconnect_attempts"] = -1
+    client_ready.set()
     js = client.jetstream(timeout=10)
     try:
         await _ensure_stream(js, layout)
