@@ -10,7 +10,7 @@ f519a0f04ccfd4c13b5d06caf34bcde8c8593980 (3.9.0-921, 2026-08-20):
 - the plugins' `schema` (routes, global rules), `consumer_schema` (consumers) and
   `metadata_schema` (plugin_metadata): apisix/plugins/key-auth.lua, limit-count/init.lua,
   request-id.lua, client-control.lua, consumer-restriction.lua, proxy-rewrite.lua,
-  fault-injection.lua;
+  fault-injection.lua, mocking.lua (all in conf/config.yaml.example's default plugin list);
 - the file's top-level keys and `#END`: apisix/core/config_yaml.lua and
   docs/en/latest/deployment-modes.md ("How to configure rules", plugin_metadata `id` = the
   plugin's name).
@@ -204,6 +204,11 @@ PLUGINS = {  # each plugin's `schema`: on routes and global rules
     "client-control": {"type": "object", "additionalProperties": False, "properties": {
         "max_body_size": {"type": "integer", "minimum": 0}}},
     "limit-count": LIMIT_COUNT,
+    "mocking": {"type": "object", "additionalProperties": False, "properties": {
+        "response_status": {"type": "integer", "minimum": 100},
+        "content_type": {"type": "string"}, "response_example": {"type": "string"},
+        "with_mock_header": {"type": "boolean"}},
+        "anyOf": [{"required": ["response_example"]}]},
 }  # fmt: skip
 CONSUMER_PLUGINS = {  # key-auth's `consumer_schema`; limit-count takes its `schema`
     "key-auth": {"type": "object", "properties": {"key": {"type": "string"}},

@@ -212,7 +212,7 @@ def test_without_consumers_no_key_is_asked_and_the_consumer_header_is_dropped() 
     assert names == ["envoy.filters.http.buffer", "envoy.filters.http.router"]
     host = manager["route_config"]["virtual_hosts"][0]
     assert host["request_headers_to_remove"] == ["x-eventgate-consumer", "x-eventgate-internal"]
-    rewrite = apisix_config(export)["routes"][0]["plugins"]["proxy-rewrite"]
+    rewrite = apisix_config(export)["routes"][1]["plugins"]["proxy-rewrite"]
     assert rewrite == {"headers": {"remove": ["x-eventgate-consumer", "x-eventgate-internal"]}}
 
 
