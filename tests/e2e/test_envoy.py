@@ -129,6 +129,14 @@ def test_request_ids_are_kept_made_returned_and_recorded(both: Both) -> None:
         assert given.status_code == 202 and given.headers["X-Request-ID"] == "req-envoy-42"
         made = client.get("/api/inventory-items", headers=key("writer")).headers["X-Request-ID"]
         assert len(made) == 36 and made != "req-envoy-42"
+        longest = "r" * 128
+        assert client.get("/nope", headers={"X-Request-ID": longest}).headers["X-Request-ID"] == (
+            longest
+        )
+        for hostile in ("two words", "r" * 129, "a;b"):  # replaced, as the embedded gateway does
+            headers = {"X-Request-ID": hostile, "X-Eventgate-Request-Id": "smuggled"}
+            replaced = client.get("/nope", headers=headers).headers["X-Request-ID"]
+            assert len(replaced) == 36 and replaced != "smuggled", hostile
         spoofed = client.post(
             "/api/inventory-items",
             json={"name": "spoof"},

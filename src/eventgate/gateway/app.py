@@ -27,7 +27,7 @@ from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
 
-__all__ = ["KEY_HEADERS", "Gateway"]
+__all__ = ["KEY_HEADERS", "MAX_REQUEST_ID", "REQUEST_ID_CHARACTERS", "Gateway"]
 
 KEY_HEADERS = ("x-api-key", "authorization")
 """Where a client's API key is read: X-API-Key, else `Authorization: Bearer KEY`."""
@@ -35,7 +35,10 @@ MAX_URL_BYTES = 8192
 _KEY, _AUTHORIZATION = (name.encode() for name in KEY_HEADERS)
 _CONSUMER = CONSUMER_HEADER.encode()
 _REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+REQUEST_ID_CHARACTERS = "A-Za-z0-9._:/+=-"
+MAX_REQUEST_ID = 128
+"""A client's X-Request-ID is kept when it is 1 to 128 of these characters (a regex class)."""
+_REQUEST_ID = re.compile(f"^[{REQUEST_ID_CHARACTERS}]{{1,{MAX_REQUEST_ID}}}$")
 _STRIPPED = {_CONSUMER, _REQUEST_ID_HEADER}
 Admission = tuple[Response | None, "Consumer | None", GatewayRoute | None, dict[str, str]]
 

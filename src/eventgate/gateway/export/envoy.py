@@ -14,11 +14,12 @@ One listener, one HTTP connection manager, filters in the embedded gateway's ord
   answers 405 with Allow; then 404.
 
 Every answer Envoy makes itself is an RFC 9457 problem with the embedded gateway's details
-(local_reply_config). Request ids: a client's X-Request-ID is kept, else one is generated,
-and it is returned. The clusters list every instance, health-checked on the services'
-HEALTH_PATH with the internal token; a request is retried on another instance only when
-that cannot apply it twice, as gateway/upstream.py decides (reads and Idempotency-Key
-requests after any transport failure, other commands only when no connection was made).
+(local_reply_config). Request ids: a client's X-Request-ID is kept when the embedded gateway
+would keep it, else one is generated, and it is returned. The clusters list every instance,
+health-checked on the services' HEALTH_PATH with the internal token; a request is retried on
+another instance only when that cannot apply it twice, as gateway/upstream.py decides (reads
+and Idempotency-Key requests after any transport failure, other commands only when no
+connection was made).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from typing import Any
 
 import yaml
 
-from eventgate.gateway.app import KEY_HEADERS
+from eventgate.gateway.app import KEY_HEADERS, MAX_REQUEST_ID, REQUEST_ID_CHARACTERS
 from eventgate.gateway.export.model import Export, KeyedConsumer, Route, Service
 from eventgate.gateway.internal import HEALTH_PATH, INTERNAL_HEADER
-from eventgate.http.forwarded import CONSUMER_HEADER
+from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import PROBLEM_JSON
 
 __all__ = ["envoy_bootstrap", "envoy_yaml"]
@@ -118,6 +119,7 @@ def _listener(export: Export) -> dict[str, Any]:
                 "use_request_id_for_trace_sampling": False,
             }
         },
+        "early_header_mutation_extensions": [_request_id_check()],
         "common_http_protocol_options": {"idle_timeout": "60s"},
         "request_headers_timeout": "10s",
         "route_config": _route_config(export),
@@ -134,6 +136,29 @@ def _listener(export: Export) -> dict[str, Any]:
             }],
         }],
     }  # fmt: skip
+
+
+def _request_id_check() -> dict[str, Any]:
+    """A client's X-Request-ID is dropped unless it is what the embedded gateway keeps (1 to
+    MAX_REQUEST_ID of REQUEST_ID_CHARACTERS), before Envoy makes one for requests without:
+    the valid one is copied aside (CEL), the header removed, the copy put back. Early header
+    mutations run before the request id is generated, and before routing."""
+    header = f"request.headers['{REQUEST_ID_HEADER}']"
+    valid = (f"'{REQUEST_ID_HEADER}' in request.headers"
+             f" && {header}.matches('^[{REQUEST_ID_CHARACTERS}]+$')"
+             f" && size({header}) <= {MAX_REQUEST_ID}")  # fmt: skip
+    kept = f"%CEL({valid} ? {header} : '')%"
+    aside = "x-eventgate-request-id"
+    mutations = [
+        {"remove": aside},  # never a client's
+        {"append": _header(aside, kept)},
+        {"remove": REQUEST_ID_HEADER},
+        {"append": _header(REQUEST_ID_HEADER, f"%REQ({aside})%")},  # empty: not added
+        {"remove": aside},
+    ]
+    kind = "extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
+    return {"name": "eventgate.request_id",
+            "typed_config": {"@type": _T + kind, "mutations": mutations}}  # fmt: skip
 
 
 def _filters(export: Export) -> Iterator[dict[str, Any]]:
