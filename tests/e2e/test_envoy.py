@@ -78,6 +78,8 @@ ANSWERED_BY_THE_GATEWAY = [  # (what, method, path, request options)
      {"headers": key("reader")}),
     ("body too large", "POST", "/api/inventory-items",
      {"json": {"name": "x" * 4000}, "headers": key("writer")}),
+    ("URL too long, no key", "GET", "/api/inventory-items?q=" + "a" * 8200, {}),
+    ("URL too long", "GET", "/nope/" + "a" * 8200, {"headers": key("writer")}),
 ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
 
-__all__ = ["KEY_HEADERS", "MAX_REQUEST_ID", "REQUEST_ID_CHARACTERS", "Gateway"]
+__all__ = ["KEY_HEADERS", "MAX_REQUEST_ID", "MAX_URL_BYTES", "REQUEST_ID_CHARACTERS", "Gateway"]
 
 KEY_HEADERS = ("x-api-key", "authorization")
 """Where a client's API key is read: X-API-Key, else `Authorization: Bearer KEY`."""

@@ -30,7 +30,12 @@ from typing import Any
 
 import yaml
 
-from eventgate.gateway.app import KEY_HEADERS, MAX_REQUEST_ID, REQUEST_ID_CHARACTERS
+from eventgate.gateway.app import (
+    KEY_HEADERS,
+    MAX_REQUEST_ID,
+    MAX_URL_BYTES,
+    REQUEST_ID_CHARACTERS,
+)
 from eventgate.gateway.export.model import Export, KeyedConsumer, Route, Service
 from eventgate.gateway.internal import HEALTH_PATH, INTERNAL_HEADER
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
@@ -46,6 +51,7 @@ _BUFFER = "envoy.filters.http.buffer"
 _RENAME = "envoy.filters.http.header_mutation"
 _DESCRIPTOR = "consumer"
 _FORWARDING = {"header": CONSUMER_HEADER, "hide_credentials": True}
+_LONG_URL = "x-eventgate-long-url"
 _RATE_HEADERS = ("limit", "remaining", "reset")
 _RETRY_AFTER = (
     "%CEL(response.code == 429 && 'x-ratelimit-reset' in response.headers"
@@ -119,7 +125,7 @@ def _listener(export: Export) -> dict[str, Any]:
                 "use_request_id_for_trace_sampling": False,
             }
         },
-        "early_header_mutation_extensions": [_request_id_check()],
+        "early_header_mutation_extensions": [_early_checks()],
         "common_http_protocol_options": {"idle_timeout": "60s"},
         "request_headers_timeout": "10s",
         "route_config": _route_config(export),
@@ -138,18 +144,22 @@ def _listener(export: Export) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _request_id_check() -> dict[str, Any]:
-    """A client's X-Request-ID is dropped unless it is what the embedded gateway keeps (1 to
-    MAX_REQUEST_ID of REQUEST_ID_CHARACTERS), before Envoy makes one for requests without:
-    the valid one is copied aside (CEL), the header removed, the copy put back. Early header
-    mutations run before the request id is generated, and before routing."""
+def _early_checks() -> dict[str, Any]:
+    """Early header mutations (before the request id is made, before routing), with CEL:
+    a URL over MAX_URL_BYTES is marked for the 414 route; a client's X-Request-ID is dropped
+    unless it is what the embedded gateway keeps (1 to MAX_REQUEST_ID of
+    REQUEST_ID_CHARACTERS), so Envoy makes one: the valid one is copied aside, the header
+    removed, the copy put back. A client's own copies of the two marks never count."""
     header = f"request.headers['{REQUEST_ID_HEADER}']"
     valid = (f"'{REQUEST_ID_HEADER}' in request.headers"
              f" && {header}.matches('^[{REQUEST_ID_CHARACTERS}]+$')"
              f" && size({header}) <= {MAX_REQUEST_ID}")  # fmt: skip
     kept = f"%CEL({valid} ? {header} : '')%"
     aside = "x-eventgate-request-id"
+    long_url = f"%CEL(size(request.url_path) + size(request.query) > {MAX_URL_BYTES} ? 'y' : '')%"
     mutations = [
+        {"remove": _LONG_URL},
+        {"append": _header(_LONG_URL, long_url)},
         {"remove": aside},  # never a client's
         {"append": _header(aside, kept)},
         {"remove": REQUEST_ID_HEADER},
@@ -157,7 +167,7 @@ def _request_id_check() -> dict[str, Any]:
         {"remove": aside},
     ]
     kind = "extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
-    return {"name": "eventgate.request_id",
+    return {"name": "eventgate.early_checks",
             "typed_config": {"@type": _T + kind, "mutations": mutations}}  # fmt: skip
 
 
@@ -273,7 +283,7 @@ def _route_config(export: Export) -> dict[str, Any]:
         }]  # fmt: skip
     if removed:
         internal["request_headers_to_remove"] = removed
-    routes = [_openapi_route(export)]
+    routes = [_long_url_route(), _openapi_route(export)]
     for route in export.routes:
         routes += _routes(export, route)
     for path in export.paths:
@@ -290,6 +300,17 @@ def _route_config(export: Export) -> dict[str, Any]:
         "name": "eventgate",
         "max_direct_response_body_size_bytes": max(4096, len(export.openapi) + 1),
         "virtual_hosts": [{"name": export.app, "domains": ["*"], "routes": routes, **internal}],
+    }
+
+
+def _long_url_route() -> dict[str, Any]:
+    """414 for a URL over MAX_URL_BYTES (marked by _early_checks), before the key is asked
+    for, as the embedded gateway answers it."""
+    return {
+        "name": "414",
+        "match": {"prefix": "/", "headers": [{"name": _LONG_URL, "present_match": True}]},
+        "direct_response": {"status": 414},
+        "typed_per_filter_config": _answered_here(auth=False),
     }
 
 
@@ -407,6 +428,7 @@ def _local_replies(export: Export) -> dict[str, Any]:
         _mapper(405, "%REQ(:METHOD)% is not allowed here", path,
                 message="Http Method not supported"),
         _mapper(413, f"the body is larger than {export.max_body_bytes} bytes"),
+        _mapper(414, f"the URL is longer than {MAX_URL_BYTES} bytes"),
     ]  # fmt: skip
     for consumer in export.rate_limited:
         assert consumer.rate_limit is not None
