@@ -293,7 +293,13 @@ class JetStreamRunner:
                     lane.back.clear()
                     await lane.back.wait()
                     continue
-                if await self._process(lane.partition, head):
+                try:
+                    done = await self._process(lane.partition, head)
+                except Exception as e:  # the broker or the database failed us, not the function
+                    log.warning("%s: stream %s stops here for now (%r); its events come back "
+                                "after the ack wait", self.function.name, stream_id, e)  # fmt: skip
+                    return
+                if done:
                     del lane.held[lane.keys.pop(0)]
                 else:
                     head.msg = None
