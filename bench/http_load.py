@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -221,9 +222,7 @@ def measure(
 ENVOY_SCENARIOS = ("get_item", "post_create")
 
 
-def start_envoy(
-    directory: Path, commands: str, queries: str, concurrency: int
-) -> tuple[object, str]:
+def start_envoy(directory: Path, commands: str, queries: str, concurrency: int) -> tuple[Any, str]:
     """Envoy in front of `commands` and `queries`, configured by `gateway export envoy` (the
     internal token from this environment, as the services have it); (its Envoy, its URL)."""
     from tests.e2e.server import INTERNAL_TOKEN, Envoy, free_port
@@ -267,19 +266,21 @@ def run_postgres(
         deployment = Deployment(directory / "pg-data", "--database-url", url).start()
         try:
             targets = scenarios(deployment.url, directory)
-            measure(results, "pg_", targets, seconds, only)
-            if envoy is not None:
-                services = deployment.components
-                front, front_url = start_envoy(
-                    directory, services["commands"].url, services["queries"].url, envoy
-                )
-                try:
-                    routed = {key: (target.replace(deployment.url, front_url, 1), script)
-                              for key, (target, script) in targets.items()
-                              if key in ENVOY_SCENARIOS}  # fmt: skip
-                    measure(results, "envoy_", routed, seconds, only)
-                finally:
-                    front.stop()  # type: ignore[attr-defined]
+            if envoy is None:
+                measure(results, "pg_", targets, seconds, only)
+                return
+            services = deployment.components
+            front, front_url = start_envoy(
+                directory, services["commands"].url, services["queries"].url, envoy
+            )
+            try:  # each Envoy scenario right after serve gateway's, on the same data
+                for key, (target, script) in targets.items():
+                    measure(results, "pg_", {key: (target, script)}, seconds, only)
+                    if key in ENVOY_SCENARIOS:
+                        routed = target.replace(deployment.url, front_url, 1)
+                        measure(results, "envoy_", {key: (routed, script)}, seconds, only)
+            finally:
+                front.stop()
         finally:
             deployment.stop()
     finally:
