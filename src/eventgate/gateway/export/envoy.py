@@ -204,7 +204,7 @@ def _filters(export: Export) -> Iterator[dict[str, Any]]:
 def _rate_limits(consumers: tuple[KeyedConsumer, ...]) -> dict[str, Any]:
     """A bucket per consumer (amount tokens, all back each period): the embedded gateway's
     moving window, as near as a token bucket gets. Requests without a descriptor (consumers
-    without a limit) take from a bucket that never runs dry."""
+    without a limit) are not counted: there is no default bucket, so they get no headers."""
     descriptors = []
     for consumer in consumers:
         assert consumer.rate_limit is not None
