@@ -67,25 +67,48 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("relay: %s; resuming from the broker's last event in 1 s", e)
+                cause = e.exceptions[0] if isinstance(e, ExceptionGroup) else e
+                log.warning("relay: %s; resuming from the broker's last event in 1 s", cause)
                 await asyncio.sleep(1.0)
 
     async def _follow(self) -> None:
+        """Send each batch as soon as it is read; a second task confirms the batches in
+        order and moves the checkpoint, so reading and sending overlap the acks."""
         broker = self._broker
         info = await broker.js.stream_info(broker.layout.stream)
         sequence = info.state.last_seq
         self.position = max(await self.checkpoint(), await broker.last_position())
         log.info("relay: from position %d (stream sequence %d)", self.position, sequence)
         after: str | int = sequence
-        async for batch in self._store.subscribe(self.position, self._batch_size):
-            await self._publish(batch, after)
-            after = batch[-1].id
+        sent: asyncio.Queue[tuple[list[RecordedEvent], list[_Ack]]] = asyncio.Queue(maxsize=1)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._confirm_all(sent))
+                async for batch in self._store.subscribe(self.position, self._batch_size):
+                    await sent.put((batch, await self._send(batch, after)))
+                    after = batch[-1].id
+        finally:
+            self._acks.forget()
+
+    async def _confirm_all(
+        self, sent: asyncio.Queue[tuple[list[RecordedEvent], list[_Ack]]]
+    ) -> None:
+        while True:
+            batch, pending = await sent.get()
+            await self._confirm(batch, pending)
             self.position = batch[-1].position
-            await broker.state.put(CHECKPOINT_KEY, str(self.position).encode())
+            await self._broker.state.put(CHECKPOINT_KEY, str(self.position).encode())
 
     async def _publish(self, batch: list[RecordedEvent], after: str | int) -> None:
-        """Publish `batch` after the message with id `after` (or at stream sequence `after`).
-        Raises unless every message is stored."""
+        """Send and confirm one batch (see `_send`)."""
+        try:
+            await self._confirm(batch, await self._send(batch, after))
+        finally:
+            self._acks.forget()
+
+    async def _send(self, batch: list[RecordedEvent], after: str | int) -> list[_Ack]:
+        """Publish `batch` after the message with id `after` (or at stream sequence `after`);
+        the acks to come."""
         layout = self._broker.layout
         pending = []
         for event in batch:
@@ -96,17 +119,21 @@ class Relay:
                 headers["Nats-Expected-Last-Msg-Id"] = after
             pending.append(await self._acks.publish(subject, body, headers))
             after = event.id
-        try:
-            async with asyncio.timeout(self._ack_timeout):
-                acks = await asyncio.gather(*pending)
-        finally:
-            self._acks.forget()
+        return pending
+
+    async def _confirm(self, batch: list[RecordedEvent], pending: list[_Ack]) -> None:
+        """Raises unless every message of `batch` is stored."""
+        async with asyncio.timeout(self._ack_timeout):
+            acks = await asyncio.gather(*pending)
         for event, ack in zip(batch, acks, strict=True):
             if "error" in ack:
                 error = ack["error"].get("description", ack["error"])
                 raise RuntimeError(f"the broker refused event {event.position}: {error}")
             if ack.get("duplicate"):
                 raise RuntimeError(f"event {event.position} was on the broker already")
+
+
+_Ack = asyncio.Future[dict[str, Any]]
 
 
 class _Acks:
@@ -118,11 +145,9 @@ class _Acks:
         self._client = client
         self._prefix = ""
         self._tokens = itertools.count()
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, _Ack] = {}
 
-    async def publish(
-        self, subject: str, body: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[dict[str, Any]]:
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> _Ack:
         if not self._prefix:
             self._prefix = self._client.new_inbox()
             await self._client.subscribe(f"{self._prefix}.*", cb=self._reply)
