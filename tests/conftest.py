@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -13,6 +14,19 @@ from eventgate.config import Settings
 from eventgate.examples.inventory import inventory_app
 from tests.nats import NatsServer, nats_binary
 from tests.postgres import PostgresServer, postgres_binaries
+
+T = TypeVar("T")
+
+
+def installed(found: T | None, package: str) -> T:
+    """`found`, or skip the test: the Debian `package` is missing (a failure under CI, whose
+    `.ci/run` installs it)."""
+    if found is None:
+        message = f"{package} is not installed (apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
 
 
 @pytest.fixture
@@ -26,11 +40,7 @@ async def system(tmp_path: Path) -> AsyncIterator[System]:
 def postgres_dsn() -> Iterator[str]:
     """A real PostgreSQL on a free loopback port for the whole session, stopped by PID.
     Skipped where PostgreSQL is not installed, except under CI (`.ci/run` installs it)."""
-    binaries = postgres_binaries()
-    if binaries is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    binaries = installed(postgres_binaries(), "postgresql")
     server = PostgresServer(binaries).start()
     yield server.dsn
     server.stop()
@@ -40,11 +50,6 @@ def postgres_dsn() -> Iterator[str]:
 def nats_server() -> Iterator[NatsServer]:
     """A real NATS JetStream on a free loopback port for the whole session, stopped by PID.
     Skipped where nats-server is not installed, except under CI (`.ci/run` installs it)."""
-    binary = nats_binary()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("nats-server is not installed (apt-get install nats-server)")
-        pytest.skip("nats-server is not installed (apt-get install nats-server)")
-    server = NatsServer(binary).start()
+    server = NatsServer(installed(nats_binary(), "nats-server")).start()
     yield server
     server.remove()

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.postgres import free_port
+
 __all__ = ["NatsServer", "nats_binary"]
 
 
@@ -21,20 +23,13 @@ def nats_binary() -> str | None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class NatsServer:
     """One throwaway server; `url` is where clients connect. `restart()` keeps its data."""
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
         self.directory = Path(tempfile.mkdtemp(prefix="eventgate-nats-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 

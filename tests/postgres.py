@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
-__all__ = ["ROOT", "PostgresServer", "database_for", "postgres_binaries"]
+__all__ = ["ROOT", "PostgresServer", "database_for", "free_port", "postgres_binaries"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def postgres_binaries() -> Path | None:
     return found[-1].parent if found else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -45,7 +45,7 @@ class PostgresServer:
     def __init__(self, binaries: Path) -> None:
         self.binaries = binaries
         self.directory = Path(tempfile.mkdtemp(prefix="eventgate-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.pid: int | None = None
 

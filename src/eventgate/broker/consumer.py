@@ -30,7 +30,6 @@ import asyncio
 import bisect
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -46,6 +45,7 @@ from eventgate.broker.wire import decode
 from eventgate.functions.api import Function, FunctionEvent
 from eventgate.functions.attempts import Failure, backoff, invoke, park, too_old
 from eventgate.functions.context import Context, Services
+from eventgate.functions.runner import every
 
 __all__ = ["JetStreamRunner", "consumer_lag", "consumer_name"]
 
@@ -179,9 +179,11 @@ class JetStreamRunner:
 
     def start(self) -> None:
         self._background = [
-            asyncio.create_task(self._every(self._ack_wait / 3, self._keep_alive)),
-            asyncio.create_task(self._every(self._commit_interval, self.commit)),
-            asyncio.create_task(self._every(self._replay_interval, self._poll_replays)),
+            asyncio.create_task(every(self._ack_wait / 3, self._keep_alive, self.function.name)),
+            asyncio.create_task(every(self._commit_interval, self.commit, self.function.name)),
+            asyncio.create_task(
+                every(self._replay_interval, self._poll_replays, self.function.name)
+            ),
         ]
 
     async def assign(self, owned: frozenset[int]) -> None:
@@ -436,11 +438,3 @@ class JetStreamRunner:
                     self._replaying.discard(held.letter)
         for p in partitions:
             self._settled.pop(p, None)
-
-    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await action()
-            except Exception:
-                log.exception("%s: background step failed; trying again", self.function.name)

@@ -29,9 +29,19 @@ from eventgate.functions.api import Function, FunctionEvent
 from eventgate.functions.attempts import Failure, backoff, invoke, park, too_old
 from eventgate.functions.context import Context, Services
 
-__all__ = ["FunctionRunner", "partition_of"]
+__all__ = ["FunctionRunner", "every", "partition_of"]
 
 log = logging.getLogger("eventgate.functions")
+
+
+async def every(interval: float, action: Callable[[], Awaitable[None]], function: str) -> None:
+    """Run `action` every `interval` seconds until cancelled; a failure is logged, retried."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await action()
+        except Exception:
+            log.exception("%s: background step failed; trying again", function)
 
 
 def partition_of(stream_id: str, partitions: int) -> int:
@@ -116,8 +126,10 @@ class FunctionRunner:
 
     def start(self) -> None:
         self._background = [
-            asyncio.create_task(self._every(self._commit_interval, self.commit)),
-            asyncio.create_task(self._every(self._replay_interval, self._poll_replays)),
+            asyncio.create_task(every(self._commit_interval, self.commit, self.function.name)),
+            asyncio.create_task(
+                every(self._replay_interval, self._poll_replays, self.function.name)
+            ),
         ]
 
     async def assign(self, owned: frozenset[int]) -> None:
@@ -316,11 +328,3 @@ class FunctionRunner:
         if reader is not None:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-
-    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await action()
-            except Exception:
-                log.exception("%s: background step failed; trying again", self.function.name)
