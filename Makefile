@@ -25,9 +25,10 @@ check: $(STAMP)  ## format, lint and type checks
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## the benchmarks under bench/ (http_load.py needs wrk: apt-get install wrk)
+bench: $(STAMP)  ## the benchmarks under bench/ (http_load.py needs wrk, hub.py nats-server: apt-get install wrk nats-server)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/functions.py
+	$(BIN)/python bench/hub.py
 	$(BIN)/python bench/http_load.py
 
 clean:
