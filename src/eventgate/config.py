@@ -95,11 +95,14 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def redact(url: str) -> str:
-    """`url` with any password replaced by `***`."""
+    """`url` with any password (and a NATS token, given as the user) replaced by `***`."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    elif parts.username is not None and parts.scheme in ("nats", "tls"):
+        netloc = "***@" + parts.netloc.split("@", 1)[1]  # nats://TOKEN@host: the user is the secret
+    else:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
 
 

@@ -94,3 +94,30 @@ async def test_where_the_stream_starts_late_the_feed_reads_the_store(
         assert await read(feed, stored[24].position, 5) == stored[25:]
     assert "lacks" not in caplog.text
     await store.close()
+
+
+async def test_a_stream_trimmed_under_a_following_feed_costs_no_event(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Messages removed from the stream (limits, a purge) while a projection follows it: the
+    feed notices the gap in the sequence and reads the store for what is missing."""
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    stored = []
+    for n in range(5):
+        stored += await store.append(f"s-{n % 3}", [NewEvent("E", {"n": n})])
+    await relay_all(store, broker, stored[-1].position)
+    feed = JetStreamFeed(broker, store)
+    batches = feed.subscribe_matching(keep_all, 0, 100)
+    found: list[RecordedEvent] = []
+    async with asyncio.timeout(20):
+        while len(found) < 5:
+            found += (await anext(batches)).events
+        for n in range(5, 20):
+            stored += await store.append(f"s-{n % 3}", [NewEvent("E", {"n": n})])
+        await relay_all(store, broker, stored[-1].position)
+        await broker.js.purge_stream(broker.layout.stream, seq=11)  # drops sequences 6..10
+        while len(found) < 20:
+            found += (await anext(batches)).events
+    await batches.aclose()  # type: ignore[attr-defined]
+    assert found == stored
+    await store.close()

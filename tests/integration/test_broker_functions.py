@@ -16,12 +16,16 @@ import pytest
 from eventgate import Context, DeadLetter, FunctionEvent, function
 from eventgate.bootstrap import System, function_worker, open_broker_of, open_system
 from eventgate.broker.connection import Broker
-from eventgate.broker.consumer import consumer_lag
+from eventgate.broker.consumer import JetStreamRunner, _Held, consumer_lag
+from eventgate.broker.leases import BrokerLeases
 from eventgate.broker.relay import Relay
 from eventgate.config import Settings
 from eventgate.eventstore import NewEvent
 from eventgate.examples.inventory import inventory_app
-from tests.nats import NatsServer
+from eventgate.functions.context import Services
+from eventgate.functions.runner import partition_of
+from tests.conftest import installed
+from tests.nats import NatsServer, nats_binary
 
 STREAMS = 9
 
@@ -114,4 +118,102 @@ async def test_every_event_runs_once_in_stream_order_through_retries_and_dead_le
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await broker.close()
+
+
+async def test_a_broker_failure_between_attempts_keeps_the_streams_order(
+    system: System,
+) -> None:
+    """The count of a failed attempt cannot be written once (a broker blip): the lane keeps
+    its events and tries again; the stream's later events still wait behind the retry."""
+    broker = await open_broker_of(system, "test")
+    calls = Calls()
+    worker = function_worker(system, [recorder(calls)], broker=broker, heartbeat=0.2, ttl=1.0)  # type: ignore[list-item]
+    runner = worker.runners[0]
+    count, failures = runner._attempts.count, [TimeoutError("nats: timeout")]  # type: ignore[attr-defined]
+
+    async def flaky(event_id: str, failed: int) -> None:
+        if failures:
+            raise failures.pop()
+        await count(event_id, failed)
+
+    runner._attempts.count = flaky  # type: ignore[attr-defined]
+    tasks = [asyncio.create_task(Relay(system.store, broker).run()),
+             asyncio.create_task(worker.run())]  # fmt: skip
+    [first] = await system.store.append("s", [NewEvent("Work", {"fail": 1})])
+    await system.store.append("s", [NewEvent("Work", {})])
+    await asyncio.sleep(0.5)
+    await system.store.append("s", [NewEvent("Work", {})])
+    await until(lambda: len(calls.done) == 3)
+    assert calls.done == [("s", 1), ("s", 2), ("s", 3)]
+    assert calls.attempts[first.id] == [1, 2] and not failures
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await broker.close()
+
+
+async def test_a_worker_outlives_a_broker_outage(tmp_path: Path) -> None:
+    """The broker away for longer than the lease TTL: the worker stops its partitions,
+    keeps trying, and runs the events appended meanwhile once the broker is back."""
+    server = NatsServer(installed(nats_binary(), "nats-server")).start()
+    app = dataclasses.replace(inventory_app(), name="outage", functions=[])
+    settings = Settings(data_dir=tmp_path / "data", broker_url=server.url)
+    system = await open_system(settings, app)
+    try:
+        broker = await open_broker_of(system, "test")
+        calls = Calls()
+        worker = function_worker(system, [recorder(calls)], broker=broker, heartbeat=0.2, ttl=1.0)  # type: ignore[list-item]
+        tasks = [asyncio.create_task(Relay(system.store, broker).run()),
+                 asyncio.create_task(worker.run())]  # fmt: skip
+        await system.store.append("s", [NewEvent("Work", {})])
+        await until(lambda: len(calls.done) == 1)
+        server.stop()
+        await system.store.append("s", [NewEvent("Work", {})])
+        await asyncio.sleep(6.0)  # six TTLs without the broker
+        assert not tasks[1].done() and worker.owned == frozenset()
+        server.start()
+        await until(lambda: len(calls.done) == 2)
+        assert calls.done == [("s", 1), ("s", 2)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await broker.close()
+    finally:
+        await system.close()
+        server.remove()
+
+
+async def test_a_worker_that_leaves_hands_its_partitions_over_at_once(system: System) -> None:
+    broker = await open_broker_of(system, "test")
+    first, second = BrokerLeases(broker, 4), BrokerLeases(broker, 4)
+    assert (await first.rebalance("w1", 5.0)).owned == {0, 1, 2, 3}
+    await first.leave("w1")
+    assert (await second.rebalance("w2", 5.0)).owned == {0, 1, 2, 3}
+    await broker.close()
+
+
+async def test_two_replays_in_one_lane_and_the_streams_next_event_all_stay(
+    system: System, tmp_path: Path
+) -> None:
+    """Replays sort after what their lane holds, each its own key: a message that arrives
+    later neither replaces nor overtakes them."""
+    broker = await open_broker_of(system, "test")
+    calls = Calls()
+    services = Services(system.store, system.commands, system.functions, tmp_path)
+    runner = JetStreamRunner(recorder(calls), services, "w", 16, broker=broker)  # type: ignore[arg-type]
+    event, *parked = await system.store.append("s", [NewEvent("Work", {}) for _ in range(3)])
+    p = partition_of("s", 16)
+    runner._settled[p] = asyncio.Event()  # never set: the lane holds, runs nothing
+    runner._fetchers[p] = asyncio.create_task(asyncio.sleep(3600))
+    for letter in parked:
+        await system.functions.dead_letter("record", p, letter, ("E", "x"), 1, letter.time)
+    assert await system.functions.request_replay(function="record") == 2
+    runner._hold(p, _Held((5, 0), event, object()))  # type: ignore[arg-type]
+    await runner._poll_replays()
+    runner._hold(p, _Held((6, 0), event, object()))  # type: ignore[arg-type]
+    lane = runner._lanes["s"]
+    assert lane.keys == [(5, 0), (5, 1), (5, 2), (6, 0)]
+    assert [lane.held[k].letter is not None for k in lane.keys] == [False, True, True, False]
+    await runner._drop(frozenset({p}))
     await broker.close()

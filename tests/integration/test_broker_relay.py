@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -248,3 +249,52 @@ async def test_the_relay_carries_on_after_the_broker_restarts(tmp_path: Path) ->
         await store.close()
     finally:
         server.remove()
+
+
+async def test_after_the_stream_was_emptied_the_relay_goes_on_from_its_checkpoint(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Limits (max_age) or an operator's purge can leave a stream with no message; the relay
+    then resumes from its checkpoint rather than failing on a last message that is gone."""
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    await fill(store, 10)
+    relay = Relay(store, broker)
+    task = asyncio.create_task(relay.run())
+    await relayed(broker, 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await broker.js.purge_stream(broker.layout.stream)
+    later = await fill(store, 5)
+    task = asyncio.create_task(Relay(store, broker).run())
+    await relayed(broker, 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    info = await broker.js.stream_info(broker.layout.stream)
+    assert (info.state.messages, info.state.last_seq) == (5, 15)
+    last = await broker.last_event()
+    assert last == (later[-1].position, later[-1].id)
+    await store.close()
+
+
+async def test_a_stream_filled_from_another_store_stops_the_relay_with_a_clear_error(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A data directory wiped (or restored) under a kept broker: relaying after the stream's
+    last position would skip this store's events up to there."""
+    first = await SQLiteEventStore.open(tmp_path / "first.sqlite")
+    await fill(first, 8)
+    task = asyncio.create_task(Relay(first, broker).run())
+    await relayed(broker, 8)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    second = await SQLiteEventStore.open(tmp_path / "second.sqlite")
+    await fill(second, 12)
+    with caplog.at_level(logging.ERROR, "eventgate.broker"):
+        task = asyncio.create_task(Relay(second, broker).run())
+        await asyncio.sleep(1.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert "which this store does not hold there" in caplog.text
+    assert (await broker.js.stream_info(broker.layout.stream)).state.messages == 8
+    await first.close()
+    await second.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -55,13 +56,18 @@ class Broker:
             log.debug("flushing the broker connection: %s", e)
         await self.client.close()
 
-    async def last_position(self) -> int:
-        """The store position of the last event in the app's stream (0 if none)."""
+    async def last_event(self) -> tuple[int, str] | None:
+        """The store position and id of the last event in the app's stream; None when the
+        stream holds none (never had one, or limits removed them all)."""
         info = await self.js.stream_info(self.layout.stream)
-        if info.state.last_seq == 0:
-            return 0
-        message = await self.js.get_msg(self.layout.stream, info.state.last_seq)
-        return int((message.headers or {}).get("ce-sequence", 0))
+        if info.state.messages == 0:
+            return None
+        try:
+            message = await self.js.get_msg(self.layout.stream, info.state.last_seq)
+        except NotFoundError:  # removed between the two requests
+            return None
+        headers = message.headers or {}
+        return int(headers.get("ce-sequence", 0)), unquote(headers.get("ce-id", ""))
 
 
 async def open_broker(url: str, layout: Layout, name: str = "eventgate") -> Broker:

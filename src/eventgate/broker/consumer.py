@@ -30,8 +30,10 @@ import asyncio
 import bisect
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -50,12 +52,16 @@ from eventgate.functions.runner import every
 __all__ = ["JetStreamRunner", "consumer_lag", "consumer_name"]
 
 log = logging.getLogger("eventgate.functions")
+T = TypeVar("T")
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
 ACK_WAIT = 30.0
 """Seconds an unacked message waits before redelivery (at least; see `_ack_wait`)."""
 ATTEMPTS_TTL = 7 * 24 * 3600.0
 """Seconds a count of failed attempts is kept without a new failure (a week)."""
 FETCH_WAIT = 1.0
+IDLE_CHECK = 10
+"""Empty fetches after which a fetcher checks that its consumer still exists (a fetch
+against a deleted consumer only ever times out)."""
 """Seconds a pull request waits for messages: also how long a handover waits for the last."""
 
 
@@ -116,7 +122,7 @@ class _Held:
     """An event this worker holds: its message (None while nak'd and awaited back), or a
     dead letter being replayed (`letter`)."""
 
-    key: float  # stream sequence; a replay sorts after what its lane holds
+    key: tuple[int, int]  # (stream sequence, 0); a replay: (last sequence in its lane, n > 0)
     event: FunctionEvent
     msg: Msg | None
     letter: int | None = None
@@ -125,8 +131,8 @@ class _Held:
 @dataclass(eq=False)
 class _Lane:
     partition: int
-    keys: list[float] = field(default_factory=list)
-    held: dict[float, _Held] = field(default_factory=dict)
+    keys: list[tuple[int, int]] = field(default_factory=list)
+    held: dict[tuple[int, int], _Held] = field(default_factory=dict)
     back: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -224,12 +230,15 @@ class JetStreamRunner:
 
     async def _pull(self, partition: int, subscription: JetStreamContext.PullSubscription) -> None:
         """Fetch until the partition is given up; what the last fetch brings then goes back."""
-        settled = self._settled[partition]
+        settled, idle = self._settled[partition], 0
         while True:
             try:
                 messages = await subscription.fetch(self._fetch_batch, timeout=FETCH_WAIT)
+                idle = 0
             except TimeoutError:  # nats.errors.TimeoutError is one
-                messages = []
+                messages, idle = [], idle + 1
+            if idle and idle % IDLE_CHECK == 0:
+                await subscription.consumer_info()  # NotFoundError: made again by _fetch
             if partition not in self._fetching:
                 for message in messages:
                     await message.nak()
@@ -268,7 +277,7 @@ class JetStreamRunner:
         if not self.function.wants(event.type):
             await message.ack()
             return
-        self._hold(partition, _Held(float(message.metadata.sequence.stream), event, message))
+        self._hold(partition, _Held((message.metadata.sequence.stream, 0), event, message))
 
     def _in_hand(self, partition: int) -> int:
         lanes = [lane for lane in self._lanes.values() if lane.partition == partition]
@@ -297,10 +306,11 @@ class JetStreamRunner:
                     continue
                 try:
                     done = await self._process(lane.partition, head)
-                except Exception as e:  # the broker or the database failed us, not the function
-                    log.warning("%s: stream %s stops here for now (%r); its events come back "
-                                "after the ack wait", self.function.name, stream_id, e)  # fmt: skip
-                    return
+                except Exception as e:  # a bug of ours: the lane stays, its events held
+                    log.exception("%s: stream %s: %r; trying its event again in 1 s",
+                                  self.function.name, stream_id, e)  # fmt: skip
+                    await asyncio.sleep(1.0)
+                    continue
                 if done:
                     del lane.held[lane.keys.pop(0)]
                 else:
@@ -310,12 +320,16 @@ class JetStreamRunner:
                 del self._lanes[stream_id]
 
     async def _process(self, partition: int, held: _Held) -> bool:
-        """One attempt; True when the event is done with (succeeded or dead-lettered)."""
+        """One attempt; True when the event is done with (succeeded or dead-lettered). Each
+        step on the broker or the database is retried until it succeeds (`_surely`): the
+        lane keeps its events meanwhile, so nothing of the stream overtakes them."""
         if held.letter is not None:
             return await self._replay(partition, held)
         msg, event, function = held.msg, held.event, self.function
         assert msg is not None
-        failed = await self._attempts.failed(event.id) if msg.metadata.num_delivered > 1 else 0
+        failed = 0
+        if msg.metadata.num_delivered > 1:
+            failed = await self._surely("read attempts", self._attempts.failed, event.id)
         attempt, first = failed + 1, datetime.now(UTC)
         async with self._slots:
             failure = too_old(function, event, replay=False)
@@ -326,7 +340,7 @@ class JetStreamRunner:
                 if outcome is None:
                     await self._acked(msg, ctx)
                     if failed:
-                        await self._attempts.forget(event.id)
+                        await self._surely("forget attempts", self._attempts.forget, event.id)
                     return True
                 self._counts[1] += 1
                 ctx.logger.warning("%s attempt %d failed: %s: %s", function.name, attempt,
@@ -335,26 +349,44 @@ class JetStreamRunner:
         if failure.final or attempt > function.retries or failure.error_type == "EventTooOld":
             await self._give_up(partition, held, failure, attempt, first)
             if failed:
-                await self._attempts.forget(event.id)
+                await self._surely("forget attempts", self._attempts.forget, event.id)
             return True
-        await self._attempts.count(event.id, attempt)
+        await self._surely("count attempts", self._attempts.count, event.id, attempt)
         delay = failure.delay if failure.delay is not None else backoff(function, attempt)
-        await msg.nak(delay=min(delay, self._ack_wait - 5.0))
+        await self._surely("nak", msg.nak, min(delay, self._ack_wait - 5.0))
         return False
 
     async def _acked(self, msg: Msg, ctx: Context) -> None:
+        """Ack; when the attempt recorded effects, a confirmed ack, after which its records
+        may go (if no confirmation comes, a plain ack, and the records stay)."""
         if ctx.effects_recorded:
-            await msg.ack_sync()  # the effect records may go only once the ack is sure
-            self._forget.append(ctx.event.id)
-        else:
-            await msg.ack()
+            try:
+                await msg.ack_sync(timeout=5.0)
+                self._forget.append(ctx.event.id)
+                return
+            except Exception as e:
+                log.warning("%s: no confirmation of an ack (%r); acking again", ctx.function, e)
+        await self._surely("ack", msg.ack)
 
     async def _give_up(
         self, partition: int, held: _Held, failure: Failure, attempts: int, first: datetime
     ) -> None:
-        await park(self._services, self.function, partition, held.event, failure, attempts, first)
+        await self._surely("dead-letter", park, self._services, self.function, partition,
+                           held.event, failure, attempts, first)  # fmt: skip
         if held.msg is not None:
-            await held.msg.term()
+            await self._surely("term", held.msg.term)
+
+    async def _surely(self, what: str, step: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`step(*args)`, tried again every second (at most) until it succeeds."""
+        pause = 0.1
+        while True:
+            try:
+                return await step(*args)
+            except Exception as e:
+                log.warning("%s: %s failed (%r); again in %.1f s",
+                            self.function.name, what, e, pause)  # fmt: skip
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     async def _replay(self, partition: int, held: _Held) -> bool:
         """A dead letter an operator asked to run again: attempts in place, as without a
@@ -370,13 +402,13 @@ class JetStreamRunner:
                     failure = await invoke(function, ctx)
                 self._counts[0] += 1
                 if failure is None:
-                    await self._services.functions.replayed(letter)
+                    await self._surely("replayed", self._services.functions.replayed, letter)
                     ctx.logger.info("dead letter %d replayed", letter)
                     return True
                 self._counts[1] += 1
                 if failure.final or attempt > function.retries:
-                    await park(self._services, function, partition, held.event, failure,
-                               attempt, first)  # fmt: skip
+                    await self._surely("dead-letter", park, self._services, function, partition,
+                                       held.event, failure, attempt, first)  # fmt: skip
                     return True
                 await asyncio.sleep(backoff(function, attempt))
         finally:
@@ -391,8 +423,8 @@ class JetStreamRunner:
                 continue
             self._replaying.add(letter_id)
             lane = self._lanes.get(event.stream_id)
-            key = (lane.keys[-1] if lane and lane.keys else 0.0) + 0.5
-            self._hold(p, _Held(key, event, None, letter_id))
+            last = lane.keys[-1] if lane and lane.keys else (0, 0)
+            self._hold(p, _Held((last[0], last[1] + 1), event, None, letter_id))
 
     # -- upkeep -----------------------------------------------------------------------------
 

@@ -18,7 +18,12 @@ import math
 import re
 from collections.abc import Iterable
 
-from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
 from nats.js.kv import KeyValue
 
 from eventgate.broker.connection import Broker
@@ -57,24 +62,31 @@ class BrokerLeases:
                 log.warning("worker %s lost partition %d (its lease lapsed)", worker, p)
                 del self._held[p]
         try:
-            live = sum(key.startswith("w.") for key in await bucket.keys())
+            keys = await bucket.keys()
         except NoKeysError:
-            live = 1
-        fair = math.ceil(self.partitions / max(live, 1))
+            keys = []
+        live = max(sum(key.startswith("w.") for key in keys), 1)
+        taken = {key for key in keys if key.startswith("p.")}
+        fair = math.ceil(self.partitions / live)
         for p in range(self.partitions):
             if len(self._held) >= fair:
                 break
-            if p not in self._held:
-                with contextlib.suppress(KeyWrongLastSequenceError):  # someone else's
+            if p not in self._held and f"p.{p}" not in taken:
+                # someone else's after all, or it expired between two requests of `create`
+                with contextlib.suppress(KeyWrongLastSequenceError, KeyNotFoundError):
                     self._held[p] = await bucket.create(f"p.{p}", me.encode())
         return Lease(frozenset(self._held), fair)
 
     async def leave(self, worker: str) -> None:
-        """Give back every partition and the heartbeat."""
+        """Give back every partition and the heartbeat (what fails lapses with the TTL)."""
         if self._bucket is None:
             return
-        await self.rebalance(worker, self._ttl, release=list(self._held))
-        await self._bucket.delete(f"w.{_KEY.sub('_', worker)}")
+        held, self._held = self._held, {}
+        for p, revision in held.items():
+            with contextlib.suppress(Exception):
+                await self._bucket.delete(f"p.{p}", last=revision)
+        with contextlib.suppress(Exception):
+            await self._bucket.delete(f"w.{_KEY.sub('_', worker)}")
 
     async def _open(self, ttl: float) -> KeyValue:
         if self._bucket is None:

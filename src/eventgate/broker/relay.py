@@ -4,7 +4,9 @@ exactly once as consumers see it.
 Why it is correct:
 - It resumes after the last event the stream already holds (read back from the stream's last
   message) or its checkpoint, whichever is further, so nothing acknowledged is sent again
-  after a crash, and nothing is skipped: the checkpoint moves only past acked events.
+  after a crash, and nothing is skipped: the checkpoint moves only past acked events. It
+  first checks that this last event is the store's own at that position (a stream filled
+  from another store would make it skip events).
 - Each message names the message that must precede it on the stream: the event before it
   (`Nats-Expected-Last-Msg-Id`), or for the first one after a (re)start the stream sequence
   just read back (`Nats-Expected-Last-Sequence`). Messages go out pipelined; if one is
@@ -27,17 +29,24 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from eventgate.broker.connection import Broker
+from eventgate.broker.connection import Broker, BrokerError
 from eventgate.broker.wire import encode
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.eventstore.protocol import EventStore
 
-__all__ = ["CHECKPOINT_KEY", "Relay"]
+__all__ = ["CHECKPOINT_KEY", "Relay", "StreamMismatch"]
 
 log = logging.getLogger("eventgate.broker")
 
 CHECKPOINT_KEY = "relay.checkpoint"
 """Key of the relay's checkpoint in the app's state bucket on the broker."""
+
+
+MISMATCH_PAUSE = 30
+
+
+class StreamMismatch(BrokerError):
+    """The app's stream holds events this store does not: relaying on would skip events."""
 
 
 class Relay:
@@ -66,6 +75,9 @@ class Relay:
                 await self._follow()
             except asyncio.CancelledError:
                 raise
+            except StreamMismatch as e:
+                log.error("relay: %s; looking again in %d s", e, MISMATCH_PAUSE)
+                await asyncio.sleep(MISMATCH_PAUSE)
             except Exception as e:
                 cause = e.exceptions[0] if isinstance(e, ExceptionGroup) else e
                 log.warning("relay: %s; resuming from the broker's last event in 1 s", cause)
@@ -77,7 +89,10 @@ class Relay:
         broker = self._broker
         info = await broker.js.stream_info(broker.layout.stream)
         sequence = info.state.last_seq
-        self.position = max(await self.checkpoint(), await broker.last_position())
+        last = await broker.last_event()
+        if last is not None:
+            await self._check_same_log(*last)
+        self.position = max(await self.checkpoint(), last[0] if last else 0)
         log.info("relay: from position %d (stream sequence %d)", self.position, sequence)
         after: str | int = sequence
         sent: asyncio.Queue[tuple[list[RecordedEvent], list[_Ack]]] = asyncio.Queue(maxsize=1)
@@ -89,6 +104,19 @@ class Relay:
                     after = batch[-1].id
         finally:
             self._acks.forget()
+
+    async def _check_same_log(self, position: int, event_id: str) -> None:
+        """The stream's last event must be the store's event at that position: a stream
+        filled from another store (or from this one before a restore) would make the relay
+        skip what this store holds past that position."""
+        found = await self._store.read_all(position - 1, limit=1)
+        if not found or found[0].position != position or found[0].id != event_id:
+            raise StreamMismatch(
+                f"stream {self._broker.layout.stream} ends with event {event_id} at position"
+                f" {position}, which this store does not hold there: another store (or this"
+                " one restored from a backup) filled it; delete the stream or use another app"
+                " name"
+            )
 
     async def _confirm_all(
         self, sent: asyncio.Queue[tuple[list[RecordedEvent], list[_Ack]]]

@@ -85,21 +85,39 @@ class FunctionWorker:
         await store.register(self.functions)
         for runner in self.runners:
             runner.start()
+        loop, failing_since = asyncio.get_running_loop(), None
         try:
             while True:
-                await self.rebalance()
+                try:
+                    await self.rebalance()
+                    failing_since = None
+                except Exception as e:  # the database or the broker is away: keep trying
+                    failing_since = failing_since or loop.time()
+                    log.warning("worker %s: renewing its partitions failed (%r)", self.id, e)
+                    if loop.time() - failing_since >= self._ttl - self._heartbeat:
+                        await self._give_up_all()
                 await asyncio.sleep(self._heartbeat)
         finally:
             await asyncio.gather(*(runner.stop() for runner in self.runners))
             await self._leases.leave(self.id)
 
+    async def _give_up_all(self) -> None:
+        """Stop every partition: unrenewed for most of the TTL, they may be another's now."""
+        if self.owned:
+            log.warning("worker %s stops partitions %s: its leases may have lapsed", self.id,
+                        sorted(self.owned))  # fmt: skip
+            await asyncio.gather(*(runner.assign(frozenset()) for runner in self.runners))
+            self.owned = frozenset()
+
     async def rebalance(self) -> None:
         """One heartbeat: renew, claim, and hand back what is above the fair share."""
-        lease = await self._leases.rebalance(self.id, self._ttl)
+        async with asyncio.timeout(self._ttl / 2):  # a store or broker away fails, not hangs
+            lease = await self._leases.rebalance(self.id, self._ttl)
         keep = frozenset(sorted(lease.owned)[: lease.fair_share])
         if keep != self.owned:
             log.info("worker %s runs partitions %s", self.id, sorted(keep) or "none")
         await asyncio.gather(*(runner.assign(keep) for runner in self.runners))
         self.owned = keep
         if lease.owned - keep:
-            await self._leases.rebalance(self.id, self._ttl, release=lease.owned - keep)
+            async with asyncio.timeout(self._ttl / 2):
+                await self._leases.rebalance(self.id, self._ttl, release=lease.owned - keep)
