@@ -23,7 +23,7 @@ import pytest
 
 from tests.e2e.server import ROOT, EnvoyDeployment, Server, envoy_binary, keyed_config, keyed_server
 from tests.e2e.test_gateway_security import CONFIG, KEYS
-from tests.e2e.test_kill_processes import Load, accepted_grows
+from tests.e2e.test_kill_processes import Load, accepted_grows, every_accepted_item_reads_right
 from tests.postgres import database_for
 
 pytestmark = pytest.mark.slow
@@ -223,18 +223,7 @@ async def test_kill_9_of_one_command_service_mid_load_loses_no_accepted_command(
               f" unknown; {load.accepted} accepted in all")  # fmt: skip
         assert failed <= 16, failed  # only what was in flight on the killed instance
 
-        async with httpx.AsyncClient(base_url=deployment.url, timeout=10) as client:
-            marker = await client.post("/api/inventory-items", json={"name": "marker"})
-            assert marker.status_code == 202
-            token = {"Consistency-Token": marker.headers["Consistency-Token"]}
-            for item, expected in load.names.items():
-                got = await client.get(f"/api/inventory-items/{item}", headers=token)
-                assert got.status_code == 200, (item, got.text)
-                assert got.headers["Consistency-Status"] == "current"
-                body = got.json()
-                assert body["name"] == expected
-                low, high = load.stock[item], load.stock[item] + load.unknown[item]
-                assert low <= body["currentCount"] <= high, (item, body, low, high)
+        await every_accepted_item_reads_right(deployment.url, load)
         connection = await asyncpg.connect(dsn)
         try:
             rows = await connection.fetch(

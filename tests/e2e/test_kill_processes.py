@@ -75,6 +75,24 @@ class Load:
                 await asyncio.sleep(0.05)
 
 
+async def every_accepted_item_reads_right(url: str, load: Load) -> None:
+    """Every item whose create was answered 202 is in the read model (read after a marker
+    command's token) with its name, and its stock counts each acknowledged check-in once
+    (twice would show) and unanswered ones at most once."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        marker = await client.post("/api/inventory-items", json={"name": "marker"})
+        assert marker.status_code == 202
+        token = {"Consistency-Token": marker.headers["Consistency-Token"]}
+        for item, expected in load.names.items():
+            got = await client.get(f"/api/inventory-items/{item}", headers=token)
+            assert got.status_code == 200, (item, got.text)
+            assert got.headers["Consistency-Status"] == "current"
+            body = got.json()
+            assert body["name"] == expected
+            low, high = load.stock[item], load.stock[item] + load.unknown[item]
+            assert low <= body["currentCount"] <= high, (item, body, low, high)
+
+
 async def accepted_grows(load: Load, by: int) -> None:
     target = load.accepted + by
     async with asyncio.timeout(60):
@@ -134,19 +152,7 @@ async def test_kill_9_of_one_process_loses_nothing(
         load.stopping.set()
         await firing
 
-        async with httpx.AsyncClient(base_url=deployment.url, timeout=10) as client:
-            marker = await client.post("/api/inventory-items", json={"name": "marker"})
-            assert marker.status_code == 202
-            token = {"Consistency-Token": marker.headers["Consistency-Token"]}
-            for item, expected in load.names.items():
-                got = await client.get(f"/api/inventory-items/{item}", headers=token)
-                assert got.status_code == 200, (item, got.text)
-                assert got.headers["Consistency-Status"] == "current"
-                body = got.json()
-                assert body["name"] == expected
-                # each acknowledged check-in once (twice would show), unanswered ones at most once
-                low, high = load.stock[item], load.stock[item] + load.unknown[item]
-                assert low <= body["currentCount"] <= high, (item, body, low, high)
+        await every_accepted_item_reads_right(deployment.url, load)
         await functions_saw_every_event(dsn, tmp_path / "audit.jsonl")
     finally:
         for component, (code, _, stderr) in (await asyncio.to_thread(deployment.stop_all)).items():
