@@ -58,6 +58,8 @@ from eventgate.queries.cache import ViewCache
 from eventgate.queries.reader import ResourceReader
 from eventgate.resources.openapi import openapi_document
 from eventgate.resources.routes import allowed_methods, resource_routes
+from eventgate.streaming.cloudevents import source_of
+from eventgate.streaming.sse import EventStream
 
 __all__ = [
     "HTTPSystem",
@@ -250,6 +252,7 @@ def query_service(system: System, cipher: ETagCipher, config: GatewayConfig) -> 
         cipher,
         allow=allowed_methods(resources, route_table(system.app)),
         consistency_wait=config.consistency_wait,
+        events=EventStream(system.store, source_of(system.app.name)),
     )
 
 

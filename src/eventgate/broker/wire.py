@@ -22,6 +22,7 @@ import orjson
 from eventgate.errors import ConfigError
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.functions.runner import partition_of
+from eventgate.streaming.cloudevents import source_of, token_of
 
 __all__ = ["Layout", "decode", "encode"]
 
@@ -46,7 +47,7 @@ class Layout:
     @property
     def token(self) -> str:
         """The app's name as one subject token."""
-        return _TOKEN.sub("_", self.app) or "_"
+        return token_of(self.app)
 
     @property
     def stream(self) -> str:
@@ -61,7 +62,7 @@ class Layout:
     @property
     def source(self) -> str:
         """The CloudEvents `source` of the app's events."""
-        return f"urn:eventgate:{self.token}"
+        return source_of(self.app)
 
     def subject(self, event: RecordedEvent) -> str:
         partition = partition_of(event.stream_id, self.partitions)

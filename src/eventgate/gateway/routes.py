@@ -21,6 +21,8 @@ class GatewayRoute:
     pattern: str
     upstream: str
     scope: str | None = None
+    stream: bool = False
+    """The answer is an open-ended stream (Server-Sent Events): no total time limit."""
 
     def needs(self, method: str) -> str:
         if self.scope is not None:

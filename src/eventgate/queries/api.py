@@ -19,7 +19,7 @@ from eventgate.http.etags import ETagCipher, content_etag
 from eventgate.http.media import JSON, response_type
 from eventgate.http.problems import HTTPProblem
 from eventgate.http.representation import Rendered, choose_format, represent
-from eventgate.http.router import Router, header
+from eventgate.http.router import Endpoint, Router, header
 from eventgate.projections.changes import ChangeFeed
 from eventgate.queries.reader import (
     DEFAULT_LIMIT,
@@ -30,10 +30,12 @@ from eventgate.queries.reader import (
 )
 from eventgate.resources.bodies import MAX_SAFE_INTEGER
 from eventgate.resources.declaration import ListView, Resource
+from eventgate.streaming.sse import EVENTS_PATH, EventStream
 
 __all__ = ["query_app"]
 
 READ_METHODS = ["GET", "HEAD", "OPTIONS"]
+STREAM_METHODS = ["GET", "HEAD"]
 STALE = {"Consistency-Status": "stale"}
 PARKED_RETRY_AFTER = "60"
 """Retry-After of a 503 for an item whose first events are parked: an operator must act."""
@@ -190,14 +192,19 @@ def query_app(
     *,
     allow: Mapping[str, Mapping[str, Sequence[str]]],
     consistency_wait: float = 2.0,
+    events: EventStream | None = None,
 ) -> Router:
     """The query ASGI app of `resources`; `allow[resource.path]` lists the methods of its
-    "collection" and "item" paths."""
-    routes = []
+    "collection" and "item" paths; with `events`, the event stream routes too."""
+    routes: list[tuple[str, Sequence[str], Endpoint]] = []
+    if events is not None:
+        routes.append((EVENTS_PATH, STREAM_METHODS, events.all))
     for resource in resources:
         queries = ResourceQueries(
             resource, reader, feed, cipher, consistency_wait, allow[resource.path]
         )
         routes += [(p, READ_METHODS, queries.collection) for p in resource.collection_paths]
         routes += [(p, READ_METHODS, queries.item) for p in resource.item_paths]
+        if events is not None:
+            routes += [(f"{p}/events", STREAM_METHODS, events.of_item) for p in resource.item_paths]
     return Router(routes)

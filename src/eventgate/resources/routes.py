@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.resources.declaration import Resource
+from eventgate.streaming.sse import EVENTS_PATH
 
 __all__ = ["allowed_methods", "resource_routes"]
 
@@ -13,8 +14,9 @@ __all__ = ["allowed_methods", "resource_routes"]
 def resource_routes(
     resources: Sequence[Resource], commands: str = "commands", queries: str = "queries"
 ) -> list[GatewayRoute]:
-    """Reads go to the `queries` upstream, writes to `commands`, for every path of each."""
-    routes = []
+    """Reads go to the `queries` upstream, writes to `commands`, for every path of each;
+    the event streams (all events, and each item's) to `queries`."""
+    routes = [GatewayRoute(STREAM_METHODS, EVENTS_PATH, queries, stream=True)]
     for resource in resources:
         reads = SAFE_METHODS if resource.list is not None else frozenset({"OPTIONS"})
         for path in resource.collection_paths:
@@ -24,9 +26,13 @@ def resource_routes(
         writes = frozenset(resource.item_commands())
         for path in resource.item_paths:
             routes.append(GatewayRoute(SAFE_METHODS, path, queries))
+            routes.append(GatewayRoute(STREAM_METHODS, f"{path}/events", queries, stream=True))
             if writes:
                 routes.append(GatewayRoute(writes, path, commands))
     return routes
+
+
+STREAM_METHODS = frozenset({"GET", "HEAD"})
 
 
 def allowed_methods(

@@ -346,7 +346,8 @@ def _routes(export: Export, route: Route) -> list[dict[str, Any]]:
             "allowed_clients": list(route.consumers),
             "forwarding": _FORWARDING,  # (1.40 drops the filter's own when a route has any)
         }
-    action: dict[str, Any] = {"cluster": route.service, "timeout": _seconds(export.timeout)}
+    limit = "0s" if route.stream else _seconds(export.timeout)  # a stream is open-ended
+    action: dict[str, Any] = {"cluster": route.service, "timeout": limit}
     common = {"metadata": _scope(route), "typed_per_filter_config": per_filter}
     if not per_filter:
         del common["typed_per_filter_config"]

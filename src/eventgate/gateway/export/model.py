@@ -91,6 +91,8 @@ class Route:
     scope: str
     consumers: tuple[str, ...]
     """The consumers that hold the scope (admin holds read and write too)."""
+    stream: bool = False
+    """An event stream: no total time limit."""
 
     @property
     def reads(self) -> bool:
@@ -175,7 +177,8 @@ def build_export(
         for scope, methods in by_scope.items():
             holders = tuple(c.name for c in config.consumers if c.holds(scope))
             regex = pattern_regex(route.pattern)
-            routes.append(Route(route.pattern, regex, tuple(methods), service, scope, holders))
+            routes.append(Route(route.pattern, regex, tuple(methods), service, scope, holders,
+                                route.stream))  # fmt: skip
     patterns = dict.fromkeys(route.pattern for route in table.routes)
     paths = tuple(PathMethods(p, pattern_regex(p), tuple(table.allowed(p))) for p in patterns)
     consumers = []

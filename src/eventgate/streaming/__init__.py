@@ -1,0 +1,1 @@
+"""Events to clients: the log as Server-Sent Events, CloudEvents in structured mode."""

@@ -1,0 +1,59 @@
+"""The event stream's bounds, in process: a client that stops reading is told why and let go;
+too many clients get a 503."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from starlette.requests import Request
+from starlette.types import Message
+
+from eventgate.eventstore import NewEvent, SQLiteEventStore
+from eventgate.http.problems import HTTPProblem
+from eventgate.streaming.sse import EventStream
+
+
+def request(query: bytes = b"") -> Request:
+    scope = {"type": "http", "method": "GET", "path": "/api/events", "query_string": query,
+             "headers": [], "path_params": {}}  # fmt: skip
+    return Request(scope)
+
+
+async def test_a_client_that_stops_reading_is_told_why_and_disconnected(tmp_path: Path) -> None:
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    for n in range(5):
+        await store.append("s", [NewEvent("E", {"n": n})])
+    stream = EventStream(store, "urn:eventgate:test", send_timeout=0.3)
+    app = await stream.all(request())
+    sent: list[bytes] = []
+    never = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        body = message.get("body", b"")
+        if b"id: " in body:  # the client's window is full: nothing more goes through
+            await never.wait()
+        sent.append(body)
+
+    async def receive() -> Message:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async with asyncio.timeout(5):
+        await app(request().scope, receive, send)
+    assert any(b"event: eventgate.disconnected" in body for body in sent)
+    assert b"resume with Last-Event-ID" in b"".join(sent)
+    assert stream.clients == 0
+    await store.close()
+
+
+async def test_past_the_client_limit_a_stream_is_refused_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    stream = EventStream(store, "urn:eventgate:test", max_clients=0)
+    with pytest.raises(HTTPProblem) as refused:
+        await stream.all(request())
+    assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "5"
+    await store.close()
