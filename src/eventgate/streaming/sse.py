@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 
 import orjson
@@ -39,6 +40,7 @@ log = logging.getLogger("eventgate.streaming")
 EVENTS_PATH = "/api/events"
 MAX_FILTERS = 50
 BATCH = 200
+FRAMES_KEPT = 4096
 
 
 class EventStream:
@@ -58,8 +60,20 @@ class EventStream:
         self._heartbeat = heartbeat
         self._send_timeout = send_timeout
         self._max_clients = max_clients
+        self._frames: OrderedDict[int, bytes] = OrderedDict()
         self.clients = 0
         """Clients connected now."""
+
+    def frame(self, event: RecordedEvent) -> bytes:
+        """The SSE message of `event`, encoded once for all the clients that follow it (the
+        latest FRAMES_KEPT are kept)."""
+        frame = self._frames.get(event.position)
+        if frame is None:
+            data = orjson.dumps(structured(self._source, event))
+            frame = self._frames[event.position] = b"id: %d\ndata: %s\n\n" % (event.position, data)
+            if len(self._frames) > FRAMES_KEPT:
+                self._frames.popitem(last=False)
+        return frame
 
     async def all(self, request: Request) -> ASGIApp:
         """Every event of the log (filtered by the query)."""
@@ -130,7 +144,7 @@ class _Stream:
                 if batch is None:
                     await self._write(send, b": heartbeat\n\n")
                     continue
-                frames = b"".join(self._frame(event) for event in batch)
+                frames = b"".join(self._owner.frame(event) for event in batch)
                 await self._write(send, frames)
         except _TooSlow:
             reason = f"the client took more than {self._owner._send_timeout:g} s to take events"
@@ -154,10 +168,6 @@ class _Stream:
                     await queue.put(scanned.events)
         finally:
             await batches.aclose()  # type: ignore[attr-defined]
-
-    def _frame(self, event: RecordedEvent) -> bytes:
-        data = orjson.dumps(structured(self._owner._source, event))
-        return b"id: %d\ndata: %s\n\n" % (event.position, data)
 
     async def _write(self, send: Send, body: bytes) -> None:
         try:
