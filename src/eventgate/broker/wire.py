@@ -12,9 +12,8 @@ CloudEvents sequence extension), `streamversion`, `schemaversion`, `correlationi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote, unquote
 
 import orjson
@@ -22,11 +21,10 @@ import orjson
 from eventgate.errors import ConfigError
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.functions.runner import partition_of
-from eventgate.streaming.cloudevents import source_of, token_of
+from eventgate.streaming.cloudevents import source_of, structured, token_of
 
 __all__ = ["Layout", "decode", "encode"]
 
-_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 _METADATA = "Eventgate-Metadata"
 # The CloudEvents HTTP binding's header encoding (3.1.3.2), which its NATS binding shares:
 # printable ASCII as is but space, double quote and percent; the rest percent-encoded.
@@ -66,7 +64,7 @@ class Layout:
 
     def subject(self, event: RecordedEvent) -> str:
         partition = partition_of(event.stream_id, self.partitions)
-        return f"eventgate.{self.token}.{partition}.{_TOKEN.sub('_', event.type)}"
+        return f"eventgate.{self.token}.{partition}.{token_of(event.type)}"
 
     def partition_subjects(self, partition: int) -> str:
         """The filter of one partition's events."""
@@ -74,30 +72,15 @@ class Layout:
 
 
 def encode(layout: Layout, event: RecordedEvent) -> tuple[str, bytes, dict[str, str]]:
-    """The subject, body and headers of `event`'s message."""
-    time = event.time.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    headers = {
-        "Nats-Msg-Id": event.id,
-        "content-type": "application/json",
-        "ce-specversion": "1.0",
-        "ce-id": quote(event.id, safe=_SAFE),
-        "ce-source": layout.source,
-        "ce-type": quote(event.type, safe=_SAFE),
-        "ce-subject": quote(event.stream_id, safe=_SAFE),
-        "ce-time": time,
-        "ce-sequence": str(event.position),
-        "ce-streamversion": str(event.stream_version),
-        "ce-schemaversion": str(event.schema_version),
-        _METADATA: orjson.dumps(event.metadata).decode(),
-    }
-    for key, attribute in (
-        ("correlationId", "ce-correlationid"),
-        ("causationId", "ce-causationid"),
-    ):
-        value = event.metadata.get(key)
-        if isinstance(value, str) and value:
-            headers[attribute] = quote(value, safe=_SAFE)
-    return layout.subject(event), orjson.dumps(event.data), headers
+    """The subject, body and headers of `event`'s message: the attributes of the structured
+    CloudEvent that SSE clients get, as `ce-` headers (binary content mode)."""
+    attributes = structured(layout.source, event)
+    data = attributes.pop("data")
+    headers = {"Nats-Msg-Id": event.id, "content-type": attributes.pop("datacontenttype")}
+    for name, value in attributes.items():
+        headers[f"ce-{name}"] = quote(value, safe=_SAFE) if isinstance(value, str) else str(value)
+    headers[_METADATA] = orjson.dumps(event.metadata).decode()
+    return layout.subject(event), orjson.dumps(data), headers
 
 
 def decode(headers: dict[str, str], body: bytes) -> RecordedEvent:
