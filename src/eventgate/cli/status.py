@@ -59,6 +59,8 @@ def status(
             await registry.close()
             await system.close()
         holders = {lease: p.id for p in processes for lease in p.leases}
+        if hub is not None:
+            hub["relay"]["held_by"] = holders.get("relay")
         return {
             "head": head,
             "processes": [p.to_json() for p in processes],
@@ -87,11 +89,10 @@ def status(
     checkpoints = Table("kind", "name", "checkpoint", "lag", "run by", title="checkpoints")
     if hub is not None:
         checkpoints.add_column("broker lag")
-        relays = [p["id"] for p in found["processes"] if "relay" in p["roles"]]
-        holder = next((h for lease, h in _holders(found).items() if lease == "relay"), None)
-        checkpoints.add_row("relay", hub["stream"], str(hub["relay"]["checkpoint"]),
-                            str(hub["relay"]["lag"]), holder or f"{len(relays)} standing by",
-                            "")  # fmt: skip
+        relay = hub["relay"]
+        standby = sum("relay" in p["roles"] for p in found["processes"])
+        checkpoints.add_row("relay", hub["stream"], str(relay["checkpoint"]), str(relay["lag"]),
+                            relay["held_by"] or f"{standby} standing by", "")  # fmt: skip
     for row in found["projections"]:
         checkpoints.add_row("projection", row["name"], str(row["checkpoint"]), str(row["lag"]),
                             row["held_by"] or "-", *([""] if hub else []))  # fmt: skip
@@ -104,7 +105,3 @@ def status(
         checkpoints.add_row("function", row["name"], *map(str, position), run_by, *extra)
     out.print(checkpoints)
     out.print(f"head of the log: {found['head']}")
-
-
-def _holders(found: dict[str, Any]) -> dict[str, str]:
-    return {lease: p["id"] for p in found["processes"] for lease in p["leases"]}
