@@ -60,6 +60,8 @@ from eventgate.resources.openapi import openapi_document
 from eventgate.resources.routes import allowed_methods, resource_routes
 from eventgate.streaming.cloudevents import source_of
 from eventgate.streaming.sse import EventStream
+from eventgate.webhooks.catalog import WebhookCatalog
+from eventgate.webhooks.store import PostgresWebhookStore, SQLiteWebhookStore, WebhookStore
 
 __all__ = [
     "HTTPSystem",
@@ -74,6 +76,7 @@ __all__ = [
     "open_idempotency",
     "open_registry",
     "open_system",
+    "open_webhook_store",
     "query_service",
     "read_model_watcher",
     "route_table",
@@ -94,8 +97,10 @@ class System:
     upsert: UpsertService
     commands: CommandHandler
     functions: FunctionStore
+    webhooks: WebhookStore
 
     async def close(self) -> None:
+        await self.webhooks.close()
         await self.functions.close()
         await self.store.close()
         await self.read_store.close()
@@ -118,6 +123,13 @@ async def open_system(settings: Settings, app: App, membership: Membership | Non
         await store.close()
         await read_store.close()
         raise
+    try:
+        webhooks = await open_webhook_store(settings)
+    except BaseException:
+        await functions.close()
+        await store.close()
+        await read_store.close()
+        raise
     hub = EventHub(store)
     feed = ChangeFeed()
     return System(
@@ -136,6 +148,7 @@ async def open_system(settings: Settings, app: App, membership: Membership | Non
         ),
         commands=CommandHandler(store, EventCodec(app.events), app.commands),
         functions=functions,
+        webhooks=webhooks,
     )
 
 
@@ -162,6 +175,13 @@ async def open_function_store(settings: Settings) -> FunctionStore:
     return await SQLiteFunctionStore.open(settings.functions_path)
 
 
+async def open_webhook_store(settings: Settings) -> WebhookStore:
+    """The webhook subscriptions: in PostgreSQL with a database URL, else `webhooks.sqlite`."""
+    if settings.database_url is not None:
+        return await PostgresWebhookStore.open(settings.database_url)
+    return await SQLiteWebhookStore.open(settings.data_dir / "webhooks.sqlite")
+
+
 async def open_registry(settings: Settings) -> ProcessRegistry:
     """Where the processes of this deployment register: PostgreSQL, else `processes.sqlite`."""
     if settings.database_url is not None:
@@ -183,8 +203,9 @@ def function_worker(
     broker: Broker | None = None,
     **options: Any,
 ) -> FunctionWorker:
-    """A worker that runs `functions` for `system`; `settings` become `ctx.settings`. With a
-    `broker`, the functions consume from JetStream and the workers share partitions there."""
+    """A worker that runs `functions` and the webhook subscriptions for `system`; `settings`
+    become `ctx.settings`. With a `broker`, the functions consume from JetStream and the
+    workers share partitions there."""
     services = Services(
         store=system.store,
         commands=system.commands,
@@ -197,7 +218,8 @@ def function_worker(
             "leases": BrokerLeases(broker, system.functions.partitions),
             "runner": functools.partial(JetStreamRunner, broker=broker),
         }
-    return FunctionWorker(functions, services, **options)
+    catalog = WebhookCatalog(system.webhooks, source_of(system.app.name))
+    return FunctionWorker(functions, services, catalog=catalog, **options)
 
 
 async def open_broker_of(system: System, name: str) -> Broker:
@@ -231,7 +253,7 @@ async def open_cipher(settings: Settings, config: GatewayConfig) -> ETagCipher:
 def command_service(system: System, cipher: ETagCipher, idempotency: IdempotencyStore) -> ASGIApp:
     """The command API of `system`'s app, with the admin API under /admin."""
     commands = command_app(system.app.resources, system.commands, cipher, idempotency)
-    admin = admin_app(system.functions, system.store)
+    admin = admin_app(system.functions, system.store, system.webhooks)
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         chosen = admin if scope.get("path", "").startswith("/admin/") else commands

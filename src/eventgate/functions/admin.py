@@ -1,4 +1,5 @@
-"""The admin API: functions and their dead letters over HTTP (behind the gateway, scope admin)."""
+"""The admin API: functions, their dead letters and webhook subscriptions over HTTP (behind
+the gateway, scope admin)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from eventgate.eventstore.protocol import EventStore
 from eventgate.functions.state import FunctionStore
 from eventgate.gateway.routes import GatewayRoute
 from eventgate.http.problems import HTTPProblem, render_error
+from eventgate.webhooks.admin import WebhookAdmin
+from eventgate.webhooks.store import WebhookStore
 
 __all__ = ["ENDPOINTS", "admin_app", "admin_routes", "function_rows"]
 
@@ -26,6 +29,11 @@ ENDPOINTS = (  # (method, path, AdminAPI handler): the app and the gateway both 
     ("GET", "/admin/dead-letters/{id}", "show_letter"),
     ("DELETE", "/admin/dead-letters/{id}", "discard"),
     ("POST", "/admin/dead-letters/{id}/replay", "replay_one"),
+    ("GET", "/admin/webhooks", "list_webhooks"),  # webhooks/admin.py: WebhookAdmin
+    ("POST", "/admin/webhooks", "create_webhook"),
+    ("GET", "/admin/webhooks/{id}", "show_webhook"),
+    ("PATCH", "/admin/webhooks/{id}", "update_webhook"),
+    ("DELETE", "/admin/webhooks/{id}", "delete_webhook"),
 )
 
 
@@ -96,10 +104,11 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-def admin_app(functions: FunctionStore, store: EventStore) -> Starlette:
-    api = AdminAPI(functions, store)
+def admin_app(functions: FunctionStore, store: EventStore, webhooks: WebhookStore) -> Starlette:
+    api, hooks = AdminAPI(functions, store), WebhookAdmin(webhooks, store)
     routes = [
-        Route(path, getattr(api, handler), methods=[method]) for method, path, handler in ENDPOINTS
+        Route(path, getattr(api, handler, None) or getattr(hooks, handler), methods=[method])
+        for method, path, handler in ENDPOINTS
     ]
     handlers = {
         HTTPProblem: render_error,

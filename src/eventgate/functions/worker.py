@@ -9,6 +9,7 @@ have stopped them and saved their checkpoints, so two workers never run one part
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ from eventgate.functions.context import Services
 from eventgate.functions.runner import FunctionRunner
 from eventgate.functions.state import Lease
 
-__all__ = ["FunctionWorker", "PartitionLeases", "Runner"]
+__all__ = ["Catalog", "FunctionWorker", "PartitionLeases", "Runner"]
 
 log = logging.getLogger("eventgate.functions")
 
@@ -45,6 +46,14 @@ class Runner(Protocol):
     async def stop(self) -> None: ...
 
 
+class Catalog(Protocol):
+    """Functions made at runtime (webhook subscriptions): asked for every heartbeat. The
+    same Function object means unchanged; a new one under a known name replaces it."""
+
+    async def functions(self) -> Sequence[Function]: ...
+    async def close(self) -> None: ...
+
+
 class FunctionWorker:
     """Runs `functions` on the partitions this worker leases, until cancelled."""
 
@@ -58,10 +67,12 @@ class FunctionWorker:
         worker_id: str | None = None,
         leases: PartitionLeases | None = None,
         runner: Callable[..., Runner] = FunctionRunner,
+        catalog: Catalog | None = None,
         **runner_options: Any,
     ) -> None:
         """`leases` default to the function store's; `runner` builds each function's runner
-        (the store-reading FunctionRunner, or broker.consumer.JetStreamRunner)."""
+        (the store-reading FunctionRunner, or broker.consumer.JetStreamRunner); `catalog`
+        adds the functions made at runtime."""
         names = [f.name for f in functions]
         if len(set(names)) != len(names):
             raise ConfigError(f"two functions share a name: {sorted(names)}")
@@ -78,6 +89,11 @@ class FunctionWorker:
             runner(f, services, self.id, partitions, **runner_options) for f in functions
         ]
         self.owned: frozenset[int] = frozenset()
+        self._catalog = catalog
+        self._made: dict[str, Runner] = {}  # the catalog's functions' runners, by name
+        self._new_runner = functools.partial(
+            runner, services=services, owner=self.id, partitions=partitions, **runner_options
+        )
 
     async def run(self) -> None:
         """Heartbeat and rebalance until cancelled; then stop cleanly and give up the leases."""
@@ -96,10 +112,38 @@ class FunctionWorker:
                     log.warning("worker %s: renewing its partitions failed (%r)", self.id, e)
                     if loop.time() - failing_since >= self._ttl - self._heartbeat:
                         await self._give_up_all()
+                try:
+                    await self.refresh()
+                except Exception as e:  # the runtime-made functions go on as they were
+                    log.warning("worker %s: reading its catalog failed (%r)", self.id, e)
                 await asyncio.sleep(self._heartbeat)
         finally:
             await asyncio.gather(*(runner.stop() for runner in self.runners))
             await self._leases.leave(self.id)
+            if self._catalog is not None:
+                await self._catalog.close()
+
+    async def refresh(self) -> None:
+        """Start the catalog's new functions on the partitions owned, stop the ones gone, and
+        restart the changed ones (stopping saves the checkpoints the new runner resumes from)."""
+        if self._catalog is None:
+            return
+        async with asyncio.timeout(self._ttl / 2):
+            wanted = {f.name: f for f in await self._catalog.functions()}
+        static = {f.name for f in self.functions}
+        gone = [r for name, r in self._made.items() if wanted.get(name) is not r.function]
+        for stale in gone:
+            del self._made[stale.function.name]
+            self.runners.remove(stale)
+        await asyncio.gather(*(stale.stop() for stale in gone))
+        added = [f for name, f in wanted.items() if name not in self._made and name not in static]
+        if added:
+            await self._services.functions.register(added)
+        for f in added:
+            made = self._made[f.name] = self._new_runner(f)
+            self.runners.append(made)
+            made.start()
+            await made.assign(self.owned)
 
     async def _give_up_all(self) -> None:
         """Stop every partition: unrenewed for most of the TTL, they may be another's now."""

@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions made over the admin API, each delivered as a function would be."""

@@ -1,0 +1,191 @@
+"""One delivery: the event as a structured CloudEvent, POSTed and signed per Standard Webhooks.
+
+`webhook-id` is the event's id, the same on every retry and replay, so a receiver that
+remembers the ids it handled handles each event once. `webhook-timestamp` is the time of
+the attempt (receivers refuse old ones). A 2xx is success; any other status, a redirect,
+a timeout or a connection error fails the attempt, and the function runtime retries it.
+
+Targets on private, loopback or link-local addresses are refused unless
+EVENTGATE_WEBHOOKS_ALLOW_PRIVATE=true: the addresses a host name resolves to are checked
+where the connection is made, so a name cannot be pointed inside after it was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from standardwebhooks import Webhook
+
+from eventgate.functions.api import FunctionEvent, Retry
+from eventgate.functions.context import Context
+from eventgate.hub.hub import TypeFilter
+from eventgate.streaming.cloudevents import structured
+from eventgate.webhooks.model import Invalid, Subscription
+
+__all__ = [
+    "CONTENT_TYPE",
+    "Delivery",
+    "DeliveryFailed",
+    "Sender",
+    "allow_private",
+    "checked_target",
+]
+
+log = logging.getLogger("eventgate.webhooks")
+CONTENT_TYPE = "application/cloudevents+json"
+RESPONSE_READ = 4096
+"""Bytes of a receiver's answer read at most (the start of an error, for the dead letter)."""
+
+
+def allow_private() -> bool:
+    """Whether webhooks may target private and loopback addresses (for tests, local setups)."""
+    return os.environ.get("EVENTGATE_WEBHOOKS_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def checked_target(url: str, private: bool) -> None:
+    """Refuse a URL whose host is a literal non-public address (names are checked later)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not private and not _public(str(literal)):
+        raise Invalid(
+            f"url targets the non-public address {host}; see EVENTGATE_WEBHOOKS_ALLOW_PRIVATE"
+        )
+
+
+class _PublicOnly(AbstractResolver):
+    """The default resolver, keeping only public addresses."""
+
+    def __init__(self) -> None:
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        public = [r for r in found if _public(r["host"])]
+        if not public:
+            raise OSError(f"{host} resolves to no public address (webhooks refuse private ones)")
+        return public
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+class DeliveryFailed(Exception):
+    """An attempt the receiver did not accept."""
+
+
+class Sender:
+    """The HTTP client every delivery of one process shares (a pool of connections)."""
+
+    def __init__(self, *, timeout: float = 10.0, private: bool | None = None) -> None:
+        self.timeout = timeout
+        self.private = allow_private() if private is None else private
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on first use, inside the running loop
+            connector = aiohttp.TCPConnector(
+                limit=256, resolver=None if self.private else _PublicOnly()
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=min(5.0, self.timeout)),
+                headers={"User-Agent": "eventgate-webhooks"},
+            )
+        return self._session
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        """POST once; DeliveryFailed (or Retry when the receiver asks for a wait) unless 2xx."""
+        checked_target(url, self.private)
+        try:
+            async with self._client().post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                if 200 <= response.status < 300:
+                    return
+                answer = (await response.content.read(RESPONSE_READ)).decode("utf-8", "replace")
+                wait = response.headers.get("Retry-After", "")
+        except (aiohttp.ClientError, OSError) as e:
+            raise DeliveryFailed(f"{type(e).__name__}: {e}"[:500]) from None
+        message = f"HTTP {response.status}: {answer[:300]}".strip()
+        if response.status in (429, 503) and wait.isdigit():
+            raise Retry(min(float(wait), 300.0), message)
+        raise DeliveryFailed(message)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class Delivery:
+    """The function handler of one subscription (one version of it)."""
+
+    def __init__(self, subscription: Subscription, sender: Sender, source: str, store: Any) -> None:
+        self.subscription = subscription
+        self.failing = subscription.failing
+        self.disabled = False
+        self._sender = sender
+        self._source = source
+        self._store = store
+        self._signer = Webhook(subscription.secret)
+        self._streams = TypeFilter(subscription.streams) if subscription.streams else None
+
+    async def __call__(self, event: FunctionEvent, ctx: Context) -> None:
+        s = self.subscription
+        if event.position <= s.start or (self._streams and not self._streams(event.stream_id)):
+            return
+        if self.disabled:  # the worker stops this runner within a heartbeat; until then
+            await asyncio.sleep(self._sender.timeout)  # the event waits, unfinished
+            raise Retry(60.0, "subscription disabled")
+        body = orjson.dumps(structured(self._source, event))
+        now = datetime.now(UTC)
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "webhook-id": event.id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self._signer.sign(event.id, now, body.decode()),
+        }
+        try:
+            await self._sender.post(s.url, body, headers)
+        except (DeliveryFailed, Retry) as e:
+            if ctx.attempt > s.retries:
+                await self._dead_lettered(str(e))
+            raise
+        if self.failing:
+            self.failing = 0
+            await self._store.delivered(s.id)
+
+    async def _dead_lettered(self, error: str) -> None:
+        """Count this event's dead letter (the runtime parks it when the handler raises)."""
+        try:
+            now = await self._store.failed(self.subscription.id, error[:300])
+        except Exception:
+            log.exception("webhook %s: counting a failure failed", self.subscription.id)
+            return
+        if now is not None:
+            self.failing = now.failing
+            if not now.enabled:
+                self.disabled = True
+                log.error("webhook %s disabled: %s", now.id, now.disabled_reason)
