@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from eventgate.domain.aggregate import Aggregate
 from eventgate.domain.messages import Command, Event
@@ -23,7 +24,8 @@ __all__ = ["App", "load_app"]
 class App:
     """What a developer hands eventgate: commands routed to aggregates, the events they
     record, the read models fed by those events, the resources that put commands and read
-    models on HTTP, the functions events trigger, and upcasters for old event versions."""
+    models on HTTP, the functions events trigger, upcasters for old event versions, and the
+    file of its released event schemas (docs/schemas.md), whose older versions it serves."""
 
     name: str
     commands: Mapping[type[Command], type[Aggregate]]
@@ -32,6 +34,7 @@ class App:
     resources: Sequence[Resource] = ()
     functions: Sequence[Function] = ()
     upcasters: Upcasters = field(default_factory=Upcasters)
+    event_schemas: Path | None = None
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.projections]

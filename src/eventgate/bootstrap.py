@@ -58,6 +58,10 @@ from eventgate.queries.cache import ViewCache
 from eventgate.queries.reader import ResourceReader
 from eventgate.resources.openapi import openapi_document
 from eventgate.resources.routes import allowed_methods, resource_routes
+from eventgate.schemas.asyncapi import asyncapi_document
+from eventgate.schemas.openapi import registry_paths
+from eventgate.schemas.registry import SchemaRegistry
+from eventgate.schemas.released import read_released
 from eventgate.streaming.cloudevents import source_of
 from eventgate.streaming.sse import EventStream
 from eventgate.webhooks.catalog import WebhookCatalog
@@ -69,6 +73,7 @@ __all__ = [
     "command_service",
     "function_worker",
     "gateway",
+    "gateway_asyncapi",
     "open_broker_of",
     "open_cipher",
     "open_function_store",
@@ -80,6 +85,7 @@ __all__ = [
     "query_service",
     "read_model_watcher",
     "route_table",
+    "schema_registry",
     "service_guard",
 ]
 
@@ -275,6 +281,7 @@ def query_service(system: System, cipher: ETagCipher, config: GatewayConfig) -> 
         allow=allowed_methods(resources, route_table(system.app)),
         consistency_wait=config.consistency_wait,
         events=EventStream(system.store, source_of(system.app.name)),
+        schemas=schema_registry(system.app),
     )
 
 
@@ -296,12 +303,35 @@ def route_table(app: App) -> RouteTable:
 
 def gateway_openapi(app: App, config: GatewayConfig) -> dict[str, Any]:
     """The OpenAPI document the gateway of `app` serves at /openapi.json (so do its exports)."""
-    return openapi_document(app.name, app.resources, secured=config.auth_enabled)
+    document = openapi_document(app.name, app.resources, secured=config.auth_enabled)
+    document["paths"] |= registry_paths()
+    return document
 
 
-def gateway(app: App, config: GatewayConfig, upstreams: Mapping[str, ASGIApp]) -> Gateway:
-    """The gateway of `app` in front of `upstreams` (in-process apps or RemoteUpstreams)."""
-    return Gateway(route_table(app), upstreams, config, gateway_openapi(app, config))
+def gateway_asyncapi(
+    app: App, config: GatewayConfig, broker_url: str | None = None
+) -> dict[str, Any]:
+    """The AsyncAPI document the gateway of `app` serves at /asyncapi.json."""
+    return asyncapi_document(app, broker_url=broker_url, secured=config.auth_enabled)
+
+
+def schema_registry(app: App) -> SchemaRegistry:
+    """The registry of `app`'s event schemas: the code's, and older versions from the
+    released file the app names (docs/schemas.md)."""
+    path = app.event_schemas
+    return SchemaRegistry(app.events, read_released(path) if path and path.is_file() else None)
+
+
+def gateway(
+    app: App,
+    config: GatewayConfig,
+    upstreams: Mapping[str, ASGIApp],
+    broker_url: str | None = None,
+) -> Gateway:
+    """The gateway of `app` in front of `upstreams` (in-process apps or RemoteUpstreams);
+    `broker_url` puts the broker's channels in its AsyncAPI document."""
+    return Gateway(route_table(app), upstreams, config, gateway_openapi(app, config),
+                   gateway_asyncapi(app, config, broker_url))  # fmt: skip
 
 
 @dataclass
@@ -336,5 +366,8 @@ async def open_http(
         "admin": commands,
     }
     return HTTPSystem(
-        system, gateway(app, config, upstreams), idempotency, read_model_watcher(system)
+        system,
+        gateway(app, config, upstreams, settings.broker_url),
+        idempotency,
+        read_model_watcher(system),
     )

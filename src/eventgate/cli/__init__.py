@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from eventgate.cli import database, functions, gateway, inspect, serve, status, up
+from eventgate.cli import database, functions, gateway, inspect, schemas, serve, status, up
 from eventgate.cli.common import app
 
 __all__ = ["app", "main"]
 
 # imported for the commands they register on `app`
-_COMMANDS = (database, functions, gateway, inspect, serve, status, up)
+_COMMANDS = (database, functions, gateway, inspect, schemas, serve, status, up)
 
 
 def main() -> None:

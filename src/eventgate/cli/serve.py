@@ -316,7 +316,8 @@ def serve_gateway(
             }
         except ValueError as e:
             raise CliError(str(e)) from None
-        front = gateway(served, gateway_config, {**upstream, "admin": upstream["commands"]})
+        upstreams = {**upstream, "admin": upstream["commands"]}
+        front = gateway(served, gateway_config, upstreams, settings.broker_url)
         # registered where the others are: the database, or a data directory that exists
         registered = settings.database_url is not None or settings.data_dir.is_dir()
         registry = await open_registry(settings) if registered else None

@@ -39,6 +39,10 @@ class Upcasters:
 
         return decorate
 
+    def has_step(self, type_name: str, from_version: int) -> bool:
+        """Whether a step lifts `type_name` data from `from_version` (for schema checks)."""
+        return (type_name, from_version) in self._steps
+
     def upcast(
         self, type_name: str, version: int, data: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:

@@ -53,6 +53,7 @@ class Gateway:
         upstreams: Mapping[str, ASGIApp],
         config: GatewayConfig,
         openapi: Mapping[str, Any],
+        asyncapi: Mapping[str, Any] | None = None,
     ) -> None:
         missing = {r.upstream for r in table.routes} - set(upstreams)
         if missing:
@@ -63,6 +64,7 @@ class Gateway:
         self._keys = {c.key_sha256: c for c in config.consumers}
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._openapi = orjson.dumps(openapi)
+        self._asyncapi = orjson.dumps(asyncapi) if asyncapi is not None else None
         self._docs = DocsPages(str(openapi.get("info", {}).get("title", "eventgate API")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,6 +101,8 @@ class Gateway:
             return problem(414, f"the URL is longer than {MAX_URL_BYTES} bytes"), None, None, {}
         if path == "/openapi.json" and method in {"GET", "HEAD"}:
             return Response(self._openapi, media_type="application/json"), None, None, {}
+        if path == "/asyncapi.json" and method in {"GET", "HEAD"} and self._asyncapi:
+            return Response(self._asyncapi, media_type="application/json"), None, None, {}
         if path.startswith("/docs") and method in {"GET", "HEAD"}:
             page = self._docs.answer(path)
             if page is not None:

@@ -30,6 +30,7 @@ from eventgate.queries.reader import (
 )
 from eventgate.resources.bodies import MAX_SAFE_INTEGER
 from eventgate.resources.declaration import ListView, Resource
+from eventgate.schemas.registry import SCHEMA_PATHS, SchemaRegistry
 from eventgate.streaming.sse import EVENTS_PATH, EventStream
 
 __all__ = ["query_app"]
@@ -193,10 +194,15 @@ def query_app(
     allow: Mapping[str, Mapping[str, Sequence[str]]],
     consistency_wait: float = 2.0,
     events: EventStream | None = None,
+    schemas: SchemaRegistry | None = None,
 ) -> Router:
     """The query ASGI app of `resources`; `allow[resource.path]` lists the methods of its
-    "collection" and "item" paths; with `events`, the event stream routes too."""
+    "collection" and "item" paths; with `events`, the event stream routes too; with
+    `schemas`, the schema registry's."""
     routes: list[tuple[str, Sequence[str], Endpoint]] = []
+    if schemas is not None:
+        endpoints = (schemas.index, schemas.versions, schemas.schema)
+        routes += [(p, STREAM_METHODS, e) for p, e in zip(SCHEMA_PATHS, endpoints, strict=True)]
     if events is not None:
         routes.append((EVENTS_PATH, STREAM_METHODS, events.all))
     for resource in resources:

@@ -25,7 +25,7 @@ from eventgate.resources.bodies import (
 )
 from eventgate.resources.declaration import ListView, Resource
 
-__all__ = ["openapi_document"]
+__all__ = ["PROBLEM_SCHEMA", "openapi_document"]
 
 _SCHEMAS = "#/components/schemas/"
 _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", float: "number"}
@@ -37,7 +37,7 @@ def openapi_document(
     """OpenAPI 3.1 of the canonical paths of `resources` (aliases are left out)."""
     commands = list(dict.fromkeys(c for r in resources for c in r.commands()))
     schemas = _command_schemas(commands)
-    schemas["Problem"] = _PROBLEM
+    schemas["Problem"] = PROBLEM_SCHEMA
     schemas["CommandAccepted"] = _ACCEPTED
     paths: dict[str, Any] = {}
     for resource in resources:
@@ -261,7 +261,7 @@ def _problem(description: str) -> dict[str, Any]:
     }
 
 
-_PROBLEM = {
+PROBLEM_SCHEMA = {
     "type": "object",
     "properties": {
         "type": {"type": "string"},

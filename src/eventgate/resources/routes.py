@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.resources.declaration import Resource
+from eventgate.schemas.registry import SCHEMA_PATHS
 from eventgate.streaming.sse import EVENTS_PATH
 
 __all__ = ["allowed_methods", "resource_routes"]
@@ -15,8 +16,9 @@ def resource_routes(
     resources: Sequence[Resource], commands: str = "commands", queries: str = "queries"
 ) -> list[GatewayRoute]:
     """Reads go to the `queries` upstream, writes to `commands`, for every path of each;
-    the event streams (all events, and each item's) to `queries`."""
+    the event streams (all events, and each item's) and the schema registry to `queries`."""
     routes = [GatewayRoute(STREAM_METHODS, EVENTS_PATH, queries, stream=True)]
+    routes += [GatewayRoute(STREAM_METHODS, p, queries) for p in SCHEMA_PATHS]
     for resource in resources:
         reads = SAFE_METHODS if resource.list is not None else frozenset({"OPTIONS"})
         for path in resource.collection_paths:

@@ -6,6 +6,8 @@ functions (low-stock alert, audit trail) in `functions.py`; only eventgate's pub
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from eventgate import App
 
 from .domain import COMMANDS, EVENTS, InventoryItem
@@ -25,6 +27,7 @@ def inventory_app() -> App:
         projections=INVENTORY_PROJECTIONS,
         resources=[inventory_items],
         functions=[low_stock_alert, audit_trail],
+        event_schemas=Path(__file__).with_name("event-schemas.json"),
     )
 
 

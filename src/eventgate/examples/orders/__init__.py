@@ -9,6 +9,8 @@ eventgate's public API. docs/orders.md is the walk-through.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from eventgate import App
 from eventgate.examples.inventory.domain import COMMANDS as INVENTORY_COMMANDS
 from eventgate.examples.inventory.domain import EVENTS as INVENTORY_EVENTS
@@ -37,6 +39,7 @@ def orders_app() -> App:
         projections=[*INVENTORY_PROJECTIONS, *ORDER_PROJECTIONS],
         resources=[inventory_items, orders],
         functions=[low_stock_alert, audit_trail, order_saga],
+        event_schemas=Path(__file__).with_name("event-schemas.json"),
     )
 
 
