@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 INTERNAL_TOKEN_ENV = "EVENTGATE_INTERNAL_TOKEN"
+WS_MAX_SIZE = 64 * 1024
+"""Bytes of one WebSocket message a client may send (streaming/websocket.py's MAX_MESSAGE):
+past it uvicorn closes with 1009 before the message is held whole."""
 _log = logging.getLogger(__name__)
 
 
@@ -133,6 +136,7 @@ async def serve_http(
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=10,
+            ws_max_size=WS_MAX_SIZE,
         )
     )
     loop = asyncio.get_running_loop()

@@ -3,6 +3,12 @@
 Checks run in a fixed order, each able to answer on its own:
 request id -> URL size (414) -> authentication (401) -> route (404/405) -> scope (403)
 -> rate limit (429) -> body size (413) -> upstream.
+
+A WebSocket handshake goes through the same checks (its refusals are HTTP answers to the
+handshake), on routes marked `websocket` only. Browsers cannot set headers on a WebSocket,
+so its key may also come in `?api_key=`; the gateway takes it out of the query before the
+upstream sees it. A key in a URL can land in the access logs of proxies on the way (this
+gateway logs no URLs): give browsers a key that holds `read` only, over TLS.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 import uuid_utils
@@ -27,7 +34,14 @@ from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
 
-__all__ = ["KEY_HEADERS", "MAX_REQUEST_ID", "MAX_URL_BYTES", "REQUEST_ID_CHARACTERS", "Gateway"]
+__all__ = [
+    "KEY_HEADERS",
+    "MAX_REQUEST_ID",
+    "MAX_URL_BYTES",
+    "QUERY_KEY",
+    "REQUEST_ID_CHARACTERS",
+    "Gateway",
+]
 
 KEY_HEADERS = ("x-api-key", "authorization")
 """Where a client's API key is read: X-API-Key, else `Authorization: Bearer KEY`."""
@@ -40,6 +54,9 @@ MAX_REQUEST_ID = 128
 """A client's X-Request-ID is kept when it is 1 to 128 of these characters (a regex class)."""
 _REQUEST_ID = re.compile(f"^[{REQUEST_ID_CHARACTERS}]{{1,{MAX_REQUEST_ID}}}$")
 _STRIPPED = {_CONSUMER, _REQUEST_ID_HEADER}
+_STARTS = {"http.response.start", "websocket.accept", "websocket.http.response.start"}
+QUERY_KEY = "api_key"
+"""Where a WebSocket handshake may carry the key instead (browsers cannot set headers)."""
 Admission = tuple[Response | None, "Consumer | None", GatewayRoute | None, dict[str, str]]
 
 
@@ -68,8 +85,9 @@ class Gateway:
         self._docs = DocsPages(str(openapi.get("info", {}).get("title", "eventgate API")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return
+        socket = scope["type"] == "websocket"
         request_headers = dict(scope["headers"])
         request_id = _request_id(request_headers)
         answer, consumer, route, limit_headers = self._admit(scope, request_headers)
@@ -77,11 +95,13 @@ class Gateway:
         extra += [(k.lower().encode(), v.encode()) for k, v in limit_headers.items()]
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in _STARTS:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        if answer is None:
+        if answer is None and socket and route is not None and not route.websocket:
+            answer = problem(404, f"no WebSocket at {scope['path']}")
+        if answer is None and not socket:
             answer, receive = await self._limit_body(scope, request_headers, receive)
         if answer is not None or route is None:
             await (answer or problem(404))(scope, receive, send_with_headers)
@@ -91,12 +111,15 @@ class Gateway:
         if consumer is not None:
             headers.append((_CONSUMER, consumer.name.encode()))
         upstream = self._upstreams[route.upstream]
-        await upstream({**scope, "headers": headers}, receive, send_with_headers)
+        forwarded = {**scope, "headers": headers}
+        if socket:
+            forwarded["query_string"] = _query_key(scope)[1]
+        await upstream(forwarded, receive, send_with_headers)
 
     def _admit(self, scope: Scope, headers: Mapping[bytes, bytes]) -> Admission:
         """Every check before the body: an answer (or None to go on), who asks, where to,
         and the rate-limit headers."""
-        path, method = scope["path"], scope["method"]
+        path, method = scope["path"], scope.get("method", "GET")  # a WebSocket's: GET
         if len(path) + len(scope.get("query_string", b"")) > MAX_URL_BYTES:
             return problem(414, f"the URL is longer than {MAX_URL_BYTES} bytes"), None, None, {}
         if path == "/openapi.json" and method in {"GET", "HEAD"}:
@@ -109,7 +132,7 @@ class Gateway:
                 return page, None, None, {}
         consumer = None
         if self._config.auth_enabled:
-            consumer = self._authenticate(headers)
+            consumer = self._authenticate(headers, _query_key(scope)[0])
             if consumer is None:
                 answer = problem(401, "send a valid API key", {"WWW-Authenticate": "Bearer"})
                 return answer, None, None, {}
@@ -129,11 +152,15 @@ class Gateway:
         limited, limit_headers = self._rate_limit(consumer)
         return limited, consumer, route, limit_headers
 
-    def _authenticate(self, headers: Mapping[bytes, bytes]) -> Consumer | None:
+    def _authenticate(
+        self, headers: Mapping[bytes, bytes], query_key: bytes | None = None
+    ) -> Consumer | None:
         key = headers.get(_KEY)
         authorization = headers.get(_AUTHORIZATION, b"")
         if key is None and authorization[:7].lower() == b"bearer ":
             key = authorization[7:].strip()
+        if key is None:
+            key = query_key
         if not key:
             return None
         digest = hashlib.sha256(key).hexdigest()
@@ -192,6 +219,22 @@ class Gateway:
             return message
 
         return None, replay
+
+
+def _query_key(scope: Scope) -> tuple[bytes | None, bytes]:
+    """A WebSocket handshake's `?api_key=` (None for any other request), and its query
+    string without it."""
+    query: bytes = scope.get("query_string", b"")
+    if scope["type"] != "websocket" or QUERY_KEY.encode() not in query:
+        return None, query
+    key, kept = None, []
+    for part in query.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if name == QUERY_KEY.encode():
+            key = unquote_plus(value.decode("latin-1")).encode("latin-1")
+        else:
+            kept.append(part)
+    return key, b"&".join(kept)
 
 
 def _request_id(headers: Mapping[bytes, bytes]) -> bytes:

@@ -39,7 +39,7 @@ class InternalOnly:
         self._token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] in ("http", "websocket"):  # a handshake is refused as HTTP too
             given = dict(scope["headers"]).get(_HEADER, b"")
             if not hmac.compare_digest(given, self._token):
                 answer = problem(401, "this service answers the eventgate gateway only")

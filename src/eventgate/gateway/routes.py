@@ -23,6 +23,8 @@ class GatewayRoute:
     scope: str | None = None
     stream: bool = False
     """The answer is an open-ended stream (Server-Sent Events): no total time limit."""
+    websocket: bool = False
+    """The route takes WebSocket upgrades (and the key in `?api_key=`: gateway/app.py)."""
 
     def needs(self, method: str) -> str:
         if self.scope is not None:

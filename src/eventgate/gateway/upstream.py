@@ -30,6 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
 
 from eventgate.gateway.internal import INTERNAL_HEADER
+from eventgate.gateway.sockets import relay_socket
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
 
@@ -76,6 +77,7 @@ class RemoteUpstream:
         self._retries = retries
         self._token = internal_token
         self._limit = max_connections
+        self._send_timeout = timeout
         # connect: waiting for a pooled connection and making one; sock_read: any silence
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout, sock_connect=min(timeout, 2.0), sock_read=timeout
@@ -109,6 +111,9 @@ class RemoteUpstream:
             await self._session.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._socket(scope, receive, send)
+            return
         body = await _read_body(receive)
         if body is None:
             return  # the client left mid-upload: nobody to answer, nothing to forward
@@ -164,6 +169,16 @@ class RemoteUpstream:
         else:
             answer = problem(502, "the service behind the gateway cannot be reached")
         await answer(scope, receive, send)
+
+    async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket, relayed to the first instance that takes it (gateway/sockets.py)."""
+        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        first = next(self._turn)
+        urls = self.urls[first:] + self.urls[:first]
+        await relay_socket(self._client(), urls, target, self._headers(scope), scope, receive,
+                           send, self._send_timeout)  # fmt: skip
 
     def _headers(self, scope: Scope) -> CIMultiDict[str]:
         named = {  # headers the Connection header names are hop-by-hop too (RFC 9110 7.6.1)

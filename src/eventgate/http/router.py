@@ -10,7 +10,7 @@ and drops the layers: one regex per route, one `try` around the endpoint.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,15 +39,26 @@ def header(request: Request, name: bytes) -> str | None:
 class Router:
     """Routes HTTP requests to endpoints that return an ASGI response; 404 and 405 (with
     Allow) for what no route takes, a 500 problem (logged) for what an endpoint raises
-    unexpectedly."""
+    unexpectedly. WebSocket handshakes go to the ASGI app `sockets` names for their path
+    (404, as an HTTP answer to the handshake, for any other path)."""
 
-    def __init__(self, routes: Sequence[tuple[str, Sequence[str], Endpoint]]) -> None:
+    def __init__(
+        self,
+        routes: Sequence[tuple[str, Sequence[str], Endpoint]],
+        sockets: Mapping[str, ASGIApp] | None = None,
+    ) -> None:
         self._routes = [
             (compile_path(path)[0], frozenset(methods), endpoint)
             for path, methods, endpoint in routes
         ]
+        self._sockets = dict(sockets or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            socket = self._sockets.get(scope["path"])
+            answer = socket or problem(404, f"no WebSocket at {scope['path']}")
+            await answer(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]

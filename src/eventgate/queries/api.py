@@ -32,6 +32,7 @@ from eventgate.resources.bodies import MAX_SAFE_INTEGER
 from eventgate.resources.declaration import ListView, Resource
 from eventgate.schemas.registry import SCHEMA_PATHS, SchemaRegistry
 from eventgate.streaming.sse import EVENTS_PATH, EventStream
+from eventgate.streaming.websocket import EVENTS_SOCKET_PATH, EventSocket
 
 __all__ = ["query_app"]
 
@@ -203,8 +204,11 @@ def query_app(
     if schemas is not None:
         endpoints = (schemas.index, schemas.versions, schemas.schema)
         routes += [(p, STREAM_METHODS, e) for p, e in zip(SCHEMA_PATHS, endpoints, strict=True)]
+    sockets: dict[str, ASGIApp] = {}
     if events is not None:
         routes.append((EVENTS_PATH, STREAM_METHODS, events.all))
+        socket = sockets[EVENTS_SOCKET_PATH] = EventSocket(events)
+        routes.append((EVENTS_SOCKET_PATH, STREAM_METHODS, socket.plain))
     for resource in resources:
         queries = ResourceQueries(
             resource, reader, feed, cipher, consistency_wait, allow[resource.path]
@@ -213,4 +217,4 @@ def query_app(
         routes += [(p, READ_METHODS, queries.item) for p in resource.item_paths]
         if events is not None:
             routes += [(f"{p}/events", STREAM_METHODS, events.of_item) for p in resource.item_paths]
-    return Router(routes)
+    return Router(routes, sockets)

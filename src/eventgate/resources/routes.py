@@ -8,6 +8,7 @@ from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.resources.declaration import Resource
 from eventgate.schemas.registry import SCHEMA_PATHS
 from eventgate.streaming.sse import EVENTS_PATH
+from eventgate.streaming.websocket import EVENTS_SOCKET_PATH
 
 __all__ = ["allowed_methods", "resource_routes"]
 
@@ -18,6 +19,8 @@ def resource_routes(
     """Reads go to the `queries` upstream, writes to `commands`, for every path of each;
     the event streams (all events, and each item's) and the schema registry to `queries`."""
     routes = [GatewayRoute(STREAM_METHODS, EVENTS_PATH, queries, stream=True)]
+    routes.append(GatewayRoute(frozenset({"GET"}), EVENTS_SOCKET_PATH, queries, stream=True,
+                               websocket=True))  # fmt: skip
     routes += [GatewayRoute(STREAM_METHODS, p, queries) for p in SCHEMA_PATHS]
     for resource in resources:
         reads = SAFE_METHODS if resource.list is not None else frozenset({"OPTIONS"})

@@ -55,11 +55,11 @@ class EventStream:
         send_timeout: float = 10.0,
         max_clients: int = 1000,
     ) -> None:
-        self._store = store
-        self._source = source
+        self.store = store
+        self.source = source
         self._heartbeat = heartbeat
-        self._send_timeout = send_timeout
-        self._max_clients = max_clients
+        self.send_timeout = send_timeout
+        self.max_clients = max_clients
         self._frames: OrderedDict[int, bytes] = OrderedDict()
         self.clients = 0
         """Clients connected now."""
@@ -69,7 +69,7 @@ class EventStream:
         latest FRAMES_KEPT are kept)."""
         frame = self._frames.get(event.position)
         if frame is None:
-            data = orjson.dumps(structured(self._source, event))
+            data = orjson.dumps(structured(self.source, event))
             frame = self._frames[event.position] = b"id: %d\ndata: %s\n\n" % (event.position, data)
             if len(self._frames) > FRAMES_KEPT:
                 self._frames.popitem(last=False)
@@ -93,7 +93,7 @@ class EventStream:
         except ConfigError as e:
             raise HTTPProblem(400, str(e)) from None
         heartbeat = _seconds(request, "heartbeat", self._heartbeat)
-        if self.clients >= self._max_clients:
+        if self.clients >= self.max_clients:
             raise HTTPProblem(503, "too many event stream clients; try again later",
                               headers={"Retry-After": "5"})  # fmt: skip
         chosen = frozenset(streams)
@@ -147,7 +147,7 @@ class _Stream:
                 frames = b"".join(self._owner.frame(event) for event in batch)
                 await self._write(send, frames)
         except _TooSlow:
-            reason = f"the client took more than {self._owner._send_timeout:g} s to take events"
+            reason = f"the client took more than {self._owner.send_timeout:g} s to take events"
             log.info("event stream client disconnected: %s", reason)
             data = orjson.dumps({"reason": reason + "; resume with Last-Event-ID"})
             with contextlib.suppress(Exception):
@@ -161,7 +161,7 @@ class _Stream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _read(self, queue: asyncio.Queue[list[RecordedEvent]]) -> None:
-        batches = self._owner._store.subscribe_matching(self._keep, self._after, BATCH)
+        batches = self._owner.store.subscribe_matching(self._keep, self._after, BATCH)
         try:
             async for scanned in batches:
                 if scanned.events:
@@ -171,7 +171,7 @@ class _Stream:
 
     async def _write(self, send: Send, body: bytes) -> None:
         try:
-            async with asyncio.timeout(self._owner._send_timeout):
+            async with asyncio.timeout(self._owner.send_timeout):
                 await send(_body(body, more=True))
         except TimeoutError:
             raise _TooSlow from None

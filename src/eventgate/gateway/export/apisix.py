@@ -28,7 +28,7 @@ import orjson
 import yaml
 
 from eventgate.errors import ConfigError
-from eventgate.gateway.app import KEY_HEADERS
+from eventgate.gateway.app import KEY_HEADERS, QUERY_KEY
 from eventgate.gateway.export.model import Export, KeyedConsumer, Route, Service
 from eventgate.gateway.internal import HEALTH_PATH, INTERNAL_HEADER
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
@@ -135,6 +135,10 @@ def _routes(export: Export, route: Route) -> list[dict[str, Any]]:
         plugins["consumer-restriction"] = restriction
     base = {"uri": _uri(route.pattern), "methods": list(route.methods), "priority": 2,
             "plugins": plugins}  # fmt: skip
+    if route.websocket:  # browsers cannot set headers on a WebSocket: ?api_key= (gateway/app.py)
+        base["enable_websocket"] = True
+        if "key-auth" in plugins:
+            plugins["key-auth"] = {**plugins["key-auth"], "query": QUERY_KEY}
     if route.service != "commands":
         return [{"name": name, **base, "upstream_id": route.service}]
     if route.reads:

@@ -93,6 +93,8 @@ class Route:
     """The consumers that hold the scope (admin holds read and write too)."""
     stream: bool = False
     """An event stream: no total time limit."""
+    websocket: bool = False
+    """Takes WebSocket upgrades (and the key in `?api_key=` too)."""
 
     @property
     def reads(self) -> bool:
@@ -178,7 +180,7 @@ def build_export(
             holders = tuple(c.name for c in config.consumers if c.holds(scope))
             regex = pattern_regex(route.pattern)
             routes.append(Route(route.pattern, regex, tuple(methods), service, scope, holders,
-                                route.stream))  # fmt: skip
+                                route.stream, route.websocket))  # fmt: skip
     patterns = dict.fromkeys(route.pattern for route in table.routes)
     paths = tuple(PathMethods(p, pattern_regex(p), tuple(table.allowed(p))) for p in patterns)
     consumers = []
