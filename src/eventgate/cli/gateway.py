@@ -19,10 +19,10 @@ from typing import Annotated
 
 import typer
 
-from eventgate.bootstrap import gateway_openapi, route_table
+from eventgate.bootstrap import gateway_asyncapi, gateway_openapi, route_table
 from eventgate.cli.common import AppOption, CliError, DataDir, app, checked, chosen_app, out
 from eventgate.cli.serving import INTERNAL_TOKEN_ENV, check_exposure, internal_token
-from eventgate.config import DEFAULT_DATA_DIR
+from eventgate.config import DEFAULT_DATA_DIR, broker_url
 from eventgate.gateway.config import load_config
 from eventgate.gateway.export.apisix import apisix_yaml
 from eventgate.gateway.export.envoy import envoy_yaml
@@ -121,6 +121,7 @@ def _export(commands: list[str], queries: list[str], host: str, port: int, timeo
             port=port,
             timeout=timeout,
             internal_token=token,
+            asyncapi=gateway_asyncapi(served, gateway_config, checked(broker_url, None, config)),
         )
     )
 

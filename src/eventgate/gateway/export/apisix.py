@@ -5,11 +5,11 @@
   at all) and `commands-retried` is, for reads of the admin API and for requests carrying an
   Idempotency-Key (as gateway/upstream.py decides). Every node of each, health-checked on
   the services' HEALTH_PATH with the internal token, actively and passively.
-- routes: /openapi.json (the mocking plugin answers the document, no key needed, as the
-  embedded gateway); one per Route (method + path, `:param` for `{param}`), with key-auth
-  (X-API-Key) and consumer-restriction (the consumers holding the route's scope: 403 for the
-  others); then per path a 405 with Allow (fault-injection's abort), then a 404, both
-  problem+json.
+- routes: /openapi.json and /asyncapi.json (the mocking plugin answers the documents, no
+  key needed, as the embedded gateway); one per Route (method + path, `:param` for
+  `{param}`), with key-auth (X-API-Key) and consumer-restriction (the consumers holding
+  the route's scope: 403 for the others); then per path a 405 with Allow
+  (fault-injection's abort), then a 404, both problem+json.
 - consumers: each with its key (key-auth) and its rate limit (limit-count, keyed by consumer,
   429 past it, RateLimit-* headers named in plugin_metadata).
 - global_rules: request-id (X-Request-ID kept or made, and returned) and client-control
@@ -59,14 +59,15 @@ def apisix_config(export: Export) -> dict[str, Any]:
         if not _USERNAME.match(consumer.name):
             raise ConfigError(f"APISIX consumer names are letters, digits, '_' and '-':"
                               f" {consumer.name!r} is not one")  # fmt: skip
+    documents = {"openapi": export.openapi, "asyncapi": export.asyncapi}
     routes: list[dict[str, Any]] = [{  # as the embedded gateway: no key needed
-        "name": "openapi",
-        "uri": "/openapi.json",
+        "name": name,
+        "uri": f"/{name}.json",
         "methods": ["GET", "HEAD"],
         "priority": 4,
-        "plugins": {"mocking": {"response_example": export.openapi.decode(),
+        "plugins": {"mocking": {"response_example": document.decode(),
                                 "content_type": "application/json", "with_mock_header": False}},
-    }]  # fmt: skip
+    } for name, document in documents.items() if document]  # fmt: skip
     for route in export.routes:
         routes += _routes(export, route)
     for path in export.paths:

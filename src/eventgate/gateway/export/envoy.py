@@ -285,7 +285,9 @@ def _route_config(export: Export) -> dict[str, Any]:
         }]  # fmt: skip
     if removed:
         internal["request_headers_to_remove"] = removed
-    routes = [_long_url_route(), _openapi_route(export)]
+    routes = [_long_url_route(), _document_route("openapi", export.openapi)]
+    if export.asyncapi:
+        routes.append(_document_route("asyncapi", export.asyncapi))
     for route in export.routes:
         routes += _routes(export, route)
     for path in export.paths:
@@ -300,7 +302,9 @@ def _route_config(export: Export) -> dict[str, Any]:
                    "typed_per_filter_config": _answered_here()})  # fmt: skip
     return {
         "name": "eventgate",
-        "max_direct_response_body_size_bytes": max(4096, len(export.openapi) + 1),
+        "max_direct_response_body_size_bytes": max(
+            4096, len(export.openapi) + 1, len(export.asyncapi) + 1
+        ),
         "virtual_hosts": [{"name": export.app, "domains": ["*"], "routes": routes, **internal}],
     }
 
@@ -316,13 +320,14 @@ def _long_url_route() -> dict[str, Any]:
     }
 
 
-def _openapi_route(export: Export) -> dict[str, Any]:
-    """/openapi.json from the export itself, no key needed (as the embedded gateway)."""
+def _document_route(name: str, document: bytes) -> dict[str, Any]:
+    """/openapi.json or /asyncapi.json from the export itself, no key needed (as the
+    embedded gateway)."""
     return {
-        "name": "openapi",
-        "match": {"path": "/openapi.json", "headers": [_methods(("GET", "HEAD"))]},
+        "name": name,
+        "match": {"path": f"/{name}.json", "headers": [_methods(("GET", "HEAD"))]},
         "direct_response": {"status": 200,
-                            "body": {"inline_string": export.openapi.decode()}},
+                            "body": {"inline_string": document.decode()}},
         "response_headers_to_add": [_header("content-type", "application/json")],
         "typed_per_filter_config": _answered_here(auth=False),
     }  # fmt: skip

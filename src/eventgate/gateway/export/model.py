@@ -143,6 +143,7 @@ class Export:
     port: int
     openapi: bytes = field(repr=False)
     internal_token: str | None = field(repr=False, default=None)
+    asyncapi: bytes = field(repr=False, default=b"")
 
     @property
     def auth_enabled(self) -> bool:
@@ -165,6 +166,7 @@ def build_export(
     port: int = 8000,
     timeout: float = 10.0,
     internal_token: str | None = None,
+    asyncapi: Mapping[str, Any] | None = None,
 ) -> Export:
     """The export of `table` (bootstrap.route_table) and `config` in front of `services`
     (name -> base URLs); `keys`: each consumer's key (read_keys)."""
@@ -203,6 +205,7 @@ def build_export(
         port=port,
         openapi=orjson.dumps(openapi),
         internal_token=internal_token,
+        asyncapi=b"" if asyncapi is None else orjson.dumps(asyncapi),
     )
 
 
