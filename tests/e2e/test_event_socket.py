@@ -171,6 +171,36 @@ def test_a_socket_resumes_after_a_server_restart_with_exactly_what_came_after(
     assert [e["subject"] for e in resumed] == [second, third]
 
 
+def test_behind_serve_gateway_a_query_service_restart_is_relayed_and_the_client_resumes(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    url = asyncio.run(database_for(postgres_dsn, str(tmp_path)))
+    deployment = Deployment(tmp_path / "data", "--database-url", url).start()
+    try:
+        with deployment.client() as client:
+            first = item_of(create(client, "before"))
+            with EventSocket(deployment.url) as socket:
+                socket.subscribe("mine", types=["InventoryItemCreated"])
+                [seen] = socket.events({"mine": 1})["mine"]
+                assert seen["subject"] == first
+                queries = deployment.components["queries"]
+                queries.stop()
+                with pytest.raises(ConnectionClosed) as closed:
+                    socket.next()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # relayed
+            deployment.components["queries"] = queries.restarted()
+            second = item_of(create(client, "after"))
+            with EventSocket(deployment.url) as socket:
+                socket.subscribe("mine", types=["InventoryItemCreated"], after=seen["sequence"])
+                [resumed] = socket.events({"mine": 1})["mine"]
+                socket.send(type="unsubscribe", subscription="mine")
+                socket.answer({"type": "unsubscribed", "subscription": "mine"})
+                assert not socket.kept  # nothing more than the one event after `seen`
+    finally:
+        deployment.stop()
+    assert resumed["subject"] == second
+
+
 KEYS = {"reader": "reader-key", "writer": "writer-key"}
 CONFIG = """
 [[gateway.consumers]]
