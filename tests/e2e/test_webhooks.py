@@ -42,10 +42,12 @@ def deployment(directory: Path, request: pytest.FixtureRequest) -> Server:
     if request.param == "postgres":
         dsn = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(directory)))
         env["EVENTGATE_DATABASE_URL"] = dsn
+    if request.param == "nats":
+        env["EVENTGATE_BROKER_URL"] = request.getfixturevalue("nats_server").url
     return keyed_server(directory, CONFIG, KEYS, env=env)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "nats"])
 def up(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server]:
@@ -279,7 +281,7 @@ async def _empty(letters: Callable[[], Any]) -> bool:
 # -- restarts --------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "nats"])
 def fresh(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     server = deployment(tmp_path, request)
     yield server

@@ -8,10 +8,13 @@ from eventgate.functions.api import Function
 from eventgate.webhooks.delivery import Delivery, Sender
 from eventgate.webhooks.store import WebhookStore
 
-__all__ = ["CONCURRENCY", "WebhookCatalog"]
+__all__ = ["CONCURRENCY", "MAX_BACKOFF", "WebhookCatalog"]
 
 CONCURRENCY = 16
 """Streams of one subscription delivered at once per worker (each stream one at a time)."""
+MAX_BACKOFF = 25.0
+"""Seconds between retries at most; below JetStream's ack wait (30 s), which a longer
+backoff would stretch, and with it the wait for a dead worker's partitions."""
 
 
 class WebhookCatalog:
@@ -40,7 +43,7 @@ class WebhookCatalog:
                     timeout=self._sender.timeout + 2.0,
                     concurrency=CONCURRENCY,
                     backoff=s.backoff,
-                    max_backoff=max(60.0, s.backoff),
+                    max_backoff=MAX_BACKOFF,
                 )
                 entry = (s.version, function, delivery)
             entry[2].failing = s.failing

@@ -13,6 +13,7 @@ where the connection is made, so a name cannot be pointed inside after it was ac
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -85,7 +86,8 @@ class _PublicOnly(AbstractResolver):
         found = await self._resolver.resolve(host, port, family)
         public = [r for r in found if _public(r["host"])]
         if not public:
-            raise OSError(f"{host} resolves to no public address (webhooks refuse private ones)")
+            message = f"{host} resolves to no public address (webhooks refuse private ones)"
+            raise OSError(errno.EHOSTUNREACH, message)
         return public
 
     async def close(self) -> None:

@@ -30,7 +30,7 @@ _SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
 _MAX_PATTERNS = 50
 _SETTINGS = {  # name: (default, smallest, largest)
     "retries": (5, 0, 20),
-    "backoff": (1.0, 0.05, 60.0),
+    "backoff": (1.0, 0.05, 25.0),
     "disable_after": (5, 1, 1000),
 }
 

@@ -1,0 +1,122 @@
+"""The webhook sender against real HTTP servers on loopback: what counts as a failed attempt,
+the bounds on time and on the answer read, and the refusal of private targets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from aiohttp import web
+
+from eventgate.bootstrap import System
+from eventgate.functions.admin import admin_app
+from eventgate.webhooks.delivery import DeliveryFailed, Sender
+from eventgate.webhooks.model import Invalid
+from tests.postgres import free_port
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """Serve one handler on a loopback port; its URL (by address, not by name)."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{port}/hook"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def post(url: str, sender: Sender | None = None) -> None:
+    sender = sender or Sender(private=True)
+    try:
+        await sender.post(url, b"{}", {"Content-Type": "application/cloudevents+json"})
+    finally:
+        await sender.close()
+
+
+async def test_only_a_2xx_is_a_delivery(target: Callable[[Handler], Awaitable[str]]) -> None:
+    async def accept(request: web.Request) -> web.Response:
+        return web.Response(status=202)
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=400, text="bad")
+
+    await post(await target(accept))
+    for handler, shown in ((redirect, "HTTP 302"), (refuse, "HTTP 400: bad")):
+        with pytest.raises(DeliveryFailed, match=shown):
+            await post(await target(handler))
+
+
+async def test_a_slow_receiver_times_out_and_a_huge_answer_is_not_read(
+    target: Callable[[Handler], Awaitable[str]],
+) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(status=204)
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:  # endless: a sender reading it all would time out
+                await response.write(b"x" * 32768)
+        return response
+
+    with pytest.raises(DeliveryFailed, match="Timeout"):
+        await post(await target(slow), Sender(timeout=0.3, private=True))
+    with pytest.raises(DeliveryFailed) as failed:
+        await post(await target(huge), Sender(timeout=5, private=True))
+    assert str(failed.value).startswith("HTTP 500: xxx") and len(str(failed.value)) < 400
+
+
+async def test_private_targets_are_refused_unless_allowed(
+    target: Callable[[Handler], Awaitable[str]],
+) -> None:
+    hits: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(status=204)
+
+    url = await target(record)
+    with pytest.raises(Invalid, match=r"non-public address 127\.0\.0\.1"):
+        await post(url, Sender(private=False))
+    by_name = url.replace("127.0.0.1", "localhost")
+    with pytest.raises(DeliveryFailed, match="no public address"):
+        await post(by_name, Sender(private=False))
+    assert hits == []
+    await post(by_name, Sender(private=True))
+    assert hits == ["/hook"]
+
+
+async def test_the_admin_api_refuses_a_private_address(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVENTGATE_WEBHOOKS_ALLOW_PRIVATE", raising=False)
+    app = admin_app(system.functions, system.store, system.webhooks)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+        for url in ("http://10.0.0.8/hook", "http://[::1]:8080/", "http://169.254.169.254/"):
+            refused = await client.post("/admin/webhooks", json={"url": url})
+            assert refused.status_code == 422, url
+            assert "non-public" in refused.json()["detail"]
+        made = await client.post("/admin/webhooks", json={"url": "https://example.com/hook"})
+        assert made.status_code == 201
+    assert [s.url for s in await system.webhooks.all()] == ["https://example.com/hook"]
