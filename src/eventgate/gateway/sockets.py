@@ -64,11 +64,13 @@ async def relay_socket(
         tasks = [asyncio.create_task(_to_service(receive, service)),
                  asyncio.create_task(_to_client(service, send, send_timeout))]  # fmt: skip
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks[0] in done and tasks[0].exception() is not None:  # the service's side broke
+            await _close(send, BAD_GATEWAY, "the service behind the gateway went away")
     finally:
         await service.close()
 

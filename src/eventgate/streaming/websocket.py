@@ -141,6 +141,7 @@ class _Connection:
 
     async def run(self) -> None:
         receiving = asyncio.create_task(self._receive_all())
+        receiving.add_done_callback(self._ended_by)
         try:
             await self._ended
         finally:
@@ -211,7 +212,7 @@ class _Connection:
             raise _Refused(422, str(e), sid) from None
         await self._send({"type": "subscribed", "subscription": sid})  # before its events
         task = asyncio.create_task(self._follow(sid, accepts, wanted.streams, wanted.after))
-        task.add_done_callback(self._followed)
+        task.add_done_callback(self._ended_by)
         self._subscriptions[sid] = task
 
     async def _unsubscribe(self, sid: str) -> None:
@@ -238,8 +239,9 @@ class _Connection:
         finally:
             await batches.aclose()  # type: ignore[attr-defined]
 
-    def _followed(self, task: asyncio.Task[None]) -> None:
-        """A subscription's task ended by itself: why decides how the connection closes."""
+    def _ended_by(self, task: asyncio.Task[None]) -> None:
+        """A task of the connection ended by itself (the receiver, or a subscription's
+        reader): why decides how the connection closes."""
         if task.cancelled():
             return
         error = task.exception()
@@ -248,7 +250,7 @@ class _Connection:
         elif isinstance(error, OSError) or error is None:
             self._end(None)
         else:
-            log.error("an event socket could not read the store", exc_info=error)
+            log.error("an event socket failed", exc_info=error)
             self._end((FAILED, "the server could not read the events; resume with after"))
 
     def _too_slow(self) -> tuple[int, str]:
