@@ -15,17 +15,18 @@ from urllib.parse import urlsplit
 from eventgate.app import App
 from eventgate.resources.openapi import PROBLEM_SCHEMA
 from eventgate.schemas.generate import current_schemas
-from eventgate.schemas.messages import (
-    WEBSOCKET_SUBPROTOCOL,
-    component_name,
-    event_components,
-    websocket_messages,
-)
+from eventgate.schemas.messages import component_name, event_components, websocket_messages
 from eventgate.streaming.cloudevents import source_of, token_of
+from eventgate.streaming.sse import EVENTS_PATH
+from eventgate.streaming.websocket import (
+    EVENTS_SOCKET_PATH,
+    MAX_MESSAGE,
+    MAX_SUBSCRIPTIONS,
+    PROTOCOL,
+)
 
-__all__ = ["WEBSOCKET_PATH", "asyncapi_document"]
+__all__ = ["asyncapi_document"]
 
-WEBSOCKET_PATH = "/api/events/ws"
 _PARAMETER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 _WEBHOOK_HEADERS = {
     "type": "object",
@@ -125,7 +126,7 @@ def _add_sse(document: dict[str, Any], app: App, types: list[str]) -> None:
     server = [{"$ref": "#/servers/gateway"}]
     sse = ("Server-Sent Events: `id:` the store position, `data:` the CloudEvent. Resume with"
            " Last-Event-ID; filter with ?type= (globs) and ?stream=.")  # fmt: skip
-    _add_channel(document, "events", {"address": "/api/events", "servers": server,
+    _add_channel(document, "events", {"address": EVENTS_PATH, "servers": server,
                  "description": sse}, "send", messages, "every event, live")  # fmt: skip
     for resource in app.resources:
         address = f"{resource.item_paths[0]}/events"
@@ -138,10 +139,15 @@ def _add_sse(document: dict[str, Any], app: App, types: list[str]) -> None:
 
 def _add_websocket(document: dict[str, Any]) -> None:
     channel = {
-        "address": WEBSOCKET_PATH,
+        "address": EVENTS_SOCKET_PATH,
         "servers": [{"$ref": "#/servers/gatewayWebSocket"}],
-        "description": f"GET {WEBSOCKET_PATH}, optional subprotocol {WEBSOCKET_SUBPROTOCOL};"
-        " JSON text frames, several subscriptions per connection.",
+        "description": f"GET {EVENTS_SOCKET_PATH}, optional subprotocol {PROTOCOL}; JSON text"
+        f" frames, up to {MAX_SUBSCRIPTIONS} subscriptions per connection, each with its events"
+        " in store order. An error frame leaves the connection open. Close codes: 1008 the"
+        f" client took too long to take a frame, 1009 a message over {MAX_MESSAGE} bytes,"
+        " 1011 the store"
+        " could not be read, 1012 the server is stopping, 1013 past the client limit; resume"
+        " each subscription with `after`.",
     }
     incoming = ["ws.subscribe", "ws.unsubscribe"]
     outgoing = ["ws.subscribed", "ws.unsubscribed", "ws.event", "ws.error"]

@@ -8,13 +8,13 @@ from typing import Any
 
 from eventgate.schemas.generate import Schemas
 
-__all__ = ["WEBSOCKET_SUBPROTOCOL", "component_name", "event_components", "websocket_messages"]
+__all__ = ["component_name", "event_components", "websocket_messages"]
 
-WEBSOCKET_SUBPROTOCOL = "eventgate.events.v1"
 _NAME = re.compile(r"[^A-Za-z0-9._-]")
 _SCHEMAS = "#/components/schemas/"
 _STRING = {"type": "string"}
 _SUBSCRIPTION = {"type": "string", "minLength": 1, "maxLength": 64}
+_NAME_OR_GLOB = {"type": "string", "minLength": 1}
 
 
 def component_name(type_name: str) -> str:
@@ -102,10 +102,14 @@ def websocket_messages(types: list[str]) -> dict[str, Any]:
     return {
         "subscribe": _frame("subscribe", "follow events (client to server)", {
             "subscription": _SUBSCRIPTION,
-            "types": {"type": "array", "items": _STRING, "description": "type names or globs"},
-            "streams": {"type": "array", "items": _STRING, "description": "stream ids"},
-            "after": {"type": "integer", "minimum": 0,
-                      "description": "a store position: events after it (default: from now)"},
+            "types": {"type": "array", "items": _NAME_OR_GLOB, "maxItems": 50,
+                      "description": "type names or globs (absent: all)"},
+            "streams": {"type": "array", "items": _NAME_OR_GLOB, "maxItems": 50,
+                        "description": "stream ids (absent: all)"},
+            "after": {"oneOf": [{"type": "integer", "minimum": 0},
+                                {"type": "string", "pattern": "^[0-9]{1,19}$"}],
+                      "description": "the sequence of the last event seen (absent or 0: from"
+                                     " the first event of the log)"},
         }, ["subscription"]),
         "unsubscribe": _frame("unsubscribe", "stop a subscription (client to server)",
                               {"subscription": _SUBSCRIPTION}, ["subscription"]),
