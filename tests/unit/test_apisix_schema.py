@@ -131,6 +131,7 @@ ROUTE = {
         "plugins": {"type": "object"},
         "upstream_id": ID,
         "status": {"type": "integer", "enum": [1, 0]},
+        "enable_websocket": {"type": "boolean"},
     },
     "required": ["uri"],
     "anyOf": [{"required": ["plugins"]}, {"required": ["upstream_id"]}],

@@ -361,12 +361,11 @@ def _routes(export: Export, route: Route) -> list[dict[str, Any]]:
     common = {"metadata": _scope(route), "typed_per_filter_config": per_filter}
     if not per_filter:
         del common["typed_per_filter_config"]
-    if route.websocket:  # not retried nor buffered: after the upgrade the body never ends
+    if route.websocket:  # not buffered: after the upgrade the body never ends
         action["upgrade_configs"] = [{"upgrade_type": "websocket"}]
         per_filter[_BUFFER] = {"@type": _T + "extensions.filters.http.buffer.v3.BufferPerRoute",
                                "disabled": True}  # fmt: skip
         common["typed_per_filter_config"] = per_filter
-        return [{"name": name, "match": match, "route": action, **common}]
     if route.reads:
         retried = {**action, "retry_policy": _retries(_ANY_TRANSPORT)}
         return [{"name": name, "match": match, "route": retried, **common}]
