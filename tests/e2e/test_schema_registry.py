@@ -12,6 +12,8 @@ import pytest
 from eventgate.examples import inventory
 from tests.e2e.conftest import create, read
 from tests.e2e.server import Deployment, Server, keyed_server
+from tests.e2e.test_schemas_cli import copy_of_inventory, edit, schemas
+from tests.nats import NatsServer
 
 RELEASED = Path(inventory.__file__).with_name("event-schemas.json")
 
@@ -127,3 +129,44 @@ def test_the_registry_needs_the_read_scope_and_asyncapi_no_key(secured: Server) 
         assert client.get("/api/schemas/InventoryItemCreated/1", headers=key).status_code == 200
         document = client.get("/asyncapi.json").json()
         assert set(document["components"]["securitySchemes"]) == {"apiKey", "bearer"}
+
+
+def test_older_versions_come_from_the_released_file(tmp_path: Path) -> None:
+    """A type moved to version 2 with an upcaster: the registry serves version 1 from the
+    released file and version 2 from the code."""
+    package = copy_of_inventory(tmp_path)
+    renamed = "class InventoryItemRenamed(Event):\n"
+    bumped = f"{renamed}    schema_version: ClassVar[int] = 2\n    id: str\n    title: str\n"
+    edit(package / "domain.py", f"{renamed}    id: str\n    new_name: str\n", bumped)
+    edit(package / "domain.py", "case InventoryItemRenamed(new_name=new_name)",
+         "case InventoryItemRenamed(title=new_name)")  # fmt: skip
+    edit(package / "__init__.py", "app = inventory_app()\n", """app = inventory_app()
+app.upcasters.register("InventoryItemRenamed", 1, lambda d: {"id": d["id"], "title": d["newName"]})
+""")  # fmt: skip
+    assert schemas(tmp_path, "release", "--app", "shop:app").returncode == 0
+    server = Server(tmp_path / "data", "--app", "shop:app", cwd=tmp_path).start()
+    try:
+        with server.client() as client:
+            listed = client.get("/api/schemas/InventoryItemRenamed").json()
+            assert listed["currentVersion"] == 2
+            assert [v["version"] for v in listed["versions"]] == [1, 2]
+            old = client.get("/api/schemas/InventoryItemRenamed/1").json()
+            new = client.get("/api/schemas/InventoryItemRenamed/2").json()
+            assert list(old["properties"]) == ["id", "newName"]
+            assert list(new["properties"]) == ["id", "title"]
+    finally:
+        server.stop()
+
+
+def test_with_a_broker_the_asyncapi_document_has_its_subjects(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    server = Server(tmp_path / "data", "--broker", nats_server.url).start()
+    try:
+        with server.client() as client:
+            document = client.get("/asyncapi.json").json()
+    finally:
+        server.stop()
+    assert document["servers"]["nats"]["host"] == nats_server.url.removeprefix("nats://")
+    created = document["channels"]["nats.InventoryItemCreated"]
+    assert created["address"] == "eventgate.inventory.{partition}.InventoryItemCreated"
