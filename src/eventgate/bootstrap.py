@@ -21,6 +21,7 @@ from eventgate.commands.idempotency import (
     PostgresIdempotencyStore,
     SQLiteIdempotencyStore,
 )
+from eventgate.commands.status import CommandStatuses, status_path_item
 from eventgate.config import Settings
 from eventgate.errors import ConfigError
 from eventgate.eventstore.codec import EventCodec
@@ -71,6 +72,7 @@ __all__ = [
     "HTTPSystem",
     "System",
     "command_service",
+    "command_statuses",
     "function_worker",
     "gateway",
     "gateway_asyncapi",
@@ -258,7 +260,9 @@ async def open_cipher(settings: Settings, config: GatewayConfig) -> ETagCipher:
 
 def command_service(system: System, cipher: ETagCipher, idempotency: IdempotencyStore) -> ASGIApp:
     """The command API of `system`'s app, with the admin API under /admin."""
-    commands = command_app(system.app.resources, system.commands, cipher, idempotency)
+    commands = command_app(
+        system.app.resources, system.commands, cipher, idempotency, command_statuses(system)
+    )
     admin = admin_app(system.functions, system.store, system.webhooks)
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
@@ -282,6 +286,15 @@ def query_service(system: System, cipher: ETagCipher, config: GatewayConfig) -> 
         consistency_wait=config.consistency_wait,
         events=EventStream(system.store, source_of(system.app.name)),
         schemas=schema_registry(system.app),
+        statuses=command_statuses(system),
+    )
+
+
+def command_statuses(system: System) -> CommandStatuses:
+    """What tells a client what became of its command (`/api/commands/{id}`)."""
+    app = system.app
+    return CommandStatuses(
+        system.store, system.read_store, system.functions, app.commands, app.resources
     )
 
 
@@ -304,7 +317,7 @@ def route_table(app: App) -> RouteTable:
 def gateway_openapi(app: App, config: GatewayConfig) -> dict[str, Any]:
     """The OpenAPI document the gateway of `app` serves at /openapi.json (so do its exports)."""
     document = openapi_document(app.name, app.resources, secured=config.auth_enabled)
-    document["paths"] |= registry_paths()
+    document["paths"] |= registry_paths() | status_path_item()
     return document
 
 

@@ -67,6 +67,25 @@ class EventStoreContract:
         assert [e.stream_version for e in await store.read_stream("s-1", 4)] == [4, 5]
         assert await store.read_stream("unknown") == []
 
+    async def test_a_command_s_events_and_what_they_caused_are_found_by_metadata(
+        self, store: EventStore
+    ) -> None:
+        def caused(type_name: str, command: str, cause: str) -> NewEvent:
+            return NewEvent(type=type_name, data={}, metadata={"commandId": command,
+                                                               "causationId": cause})  # fmt: skip
+
+        first = await store.append("s-1", [caused("A", "c-1", "c-1"), caused("B", "c-1", "c-1")])
+        await store.append("s-2", [caused("Other", "c-2", "c-2")])
+        answers = await store.append("s-3", [caused("C", "c-3", first[0].id)])
+        later = await store.append("s-1", [caused("D", "c-4", first[1].id)])
+        assert await store.read_command("c-1") == first
+        assert await store.read_command("c-3") == answers
+        assert await store.read_command("nobody") == []
+        assert await store.read_caused_by([first[0].id, first[1].id]) == [*answers, *later]
+        assert await store.read_caused_by([first[0].id, first[1].id], limit=1) == answers
+        assert await store.read_caused_by(["c-1"]) == first
+        assert await store.read_caused_by([]) == []
+
     async def test_read_all_pages_by_position(self, store: EventStore) -> None:
         for n in range(5):
             await store.append(f"s-{n % 2}", [new(n=n)])

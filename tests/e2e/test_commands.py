@@ -15,8 +15,12 @@ PROBLEM = "application/problem+json"
 def test_create_answers_202_with_location_command_id_and_token(client: httpx.Client) -> None:
     response = create(client, "CQRS Book")
     body = response.json()
-    assert set(body) == {"commandId", "id", "consistencyToken"}
+    assert set(body) == {"commandId", "id", "consistencyToken", "status", "links"}
+    assert body["status"] == "accepted"
     assert response.headers["Location"] == f"/api/inventory-items/{body['id']}"
+    monitor = f"/api/commands/{body['commandId']}"
+    assert body["links"] == {"status": monitor, "resource": response.headers["Location"]}
+    assert response.headers["Link"] == f'<{monitor}>; rel="monitor"'
     assert response.headers["Consistency-Token"] == body["consistencyToken"]
     assert response.headers["Command-Id"] == body["commandId"]
     assert "domain-model=CommandAccepted" in response.headers["Content-Type"]

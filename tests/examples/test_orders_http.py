@@ -114,3 +114,31 @@ def test_cancelling_an_unknown_order_is_404(client: httpx.Client) -> None:
         client.post("/api/orders/00000000-0000-4000-8000-000000000000", headers=CANCEL).status_code
         == 404
     )
+
+
+def test_the_status_of_a_rejected_order_shows_the_saga_s_steps_and_compensation(
+    client: httpx.Client,
+) -> None:
+    book, pen = create_item(client, "book", 5), create_item(client, "pen", 1)
+    accepted = place(client, (book, 4), (pen, 2))
+    settled(client, accepted)
+    status = client.get(accepted.json()["links"]["status"]).json()
+    assert status["commandType"] == "PlaceOrder" and status["outcome"] == "succeeded"
+    follow_ups = status["followUps"]
+    saga = [f for f in follow_ups if f["function"] == "order_saga"]
+    steps = [(f["commandType"], [e["type"] for e in f["events"]]) for f in saga]
+    assert steps == [
+        ("RemoveItemsFromInventory", ["ItemsRemovedFromInventory"]),  # line 0 reserved
+        ("RecordReservation", ["OrderLineReserved"]),
+        ("RecordReservation", ["OrderRejected"]),  # line 1 refused: the order rejected
+        ("CheckInItemsToInventory", ["ItemsCheckedInToInventory"]),  # line 0 given back
+        ("RecordRelease", ["OrderLineReleased"]),
+    ]
+    order_url = accepted.headers["Location"]
+    assert status["resources"] == [order_url]
+    [alert] = [f for f in follow_ups if f["function"] == "low_stock_alert"]  # on the removal
+    assert "commandId" not in alert and [e["type"] for e in alert["events"]] == [
+        "InventoryLowStock"
+    ]
+    changed = {url for step in follow_ups for url in step["resources"]}
+    assert changed == {order_url, f"/api/inventory-items/{book}"}

@@ -1,12 +1,16 @@
 """The command API: an ASGI app that turns POST, PUT and DELETE into the app's commands.
 
 Every success is 202 Accepted, sent only after the events are durably appended and the
-concurrency check is done; a conflict is answered now, never discovered later.
+concurrency check is done; a conflict is answered now, never discovered later. The 202 points
+to the command's status (`Link: </api/commands/{id}>; rel="monitor"`); with `Prefer: wait=N`
+(RFC 7240) it comes only once the read models have applied the command (then 200) or after N
+seconds (at most MAX_WAIT), whichever is first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
@@ -21,6 +25,7 @@ from eventgate.commands.idempotency import (
     Mismatch,
     Replay,
 )
+from eventgate.commands.status import MAX_WAIT, CommandStatuses, status_url
 from eventgate.domain.messages import Command
 from eventgate.errors import AggregateNotFound, ConcurrencyError, EventgateError
 from eventgate.http.consistency import encode_token
@@ -38,7 +43,11 @@ __all__ = ["command_app"]
 _CONSUMER = CONSUMER_HEADER.encode()
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
 _ACCEPTED_TYPE = response_type(JSON, "CommandAccepted").encode()
-_REPLAYED_HEADERS = ("location", "consistency-token", "content-type", "command-id")
+_REPLAYED_HEADERS = (
+    "location", "consistency-token", "content-type", "command-id", "link", "preference-applied"
+)  # fmt: skip
+_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*\"?(\d{1,9})\"?\s*(?:[;,]|$)", re.IGNORECASE)
+"""The `wait` preference in a Prefer header (RFC 7240 §4.3): delta-seconds."""
 
 Reply = Response | Answer
 Endpoint = Callable[[Request], Awaitable[Reply]]
@@ -47,10 +56,17 @@ Endpoint = Callable[[Request], Awaitable[Reply]]
 class ResourceCommands:
     """The command endpoints of one resource: each parses, checks preconditions, executes."""
 
-    def __init__(self, resource: Resource, handler: CommandHandler, cipher: ETagCipher) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        handler: CommandHandler,
+        cipher: ETagCipher,
+        statuses: CommandStatuses | None = None,
+    ) -> None:
         self._resource = resource
         self._handler = handler
         self._cipher = cipher
+        self._statuses = statuses
         self._item_url = resource.item_paths[0]
         self._item_commands = resource.item_commands()  # method -> commands, read per request
 
@@ -89,7 +105,11 @@ class ResourceCommands:
             raise
         except ConcurrencyError:
             raise HTTPProblem(412, "If-Match does not name the current version") from None
-        return self._accepted(result)
+        wait = _wait_preference(header(request, b"prefer"))
+        if wait is None or self._statuses is None:
+            return self._accepted(result)
+        applied = not result.events or await self._statuses.wait_applied(result.position, wait)
+        return self._accepted(result, applied, waited=wait)
 
     def _expected_version(self, item_id: str, if_match: str | None) -> int | None:
         """The version an If-Match names: None for none or `*`, 412 if none is ours."""
@@ -104,18 +124,35 @@ class ResourceCommands:
                 return version
         raise HTTPProblem(412, "If-Match does not name a current version of this item")
 
-    def _accepted(self, result: CommandResult) -> Answer:
+    def _accepted(
+        self, result: CommandResult, applied: bool = False, waited: float | None = None
+    ) -> Answer:
+        """202 with the command's id, token and status link; 200 once `applied` after a wait.
+        A command that changed nothing stored nothing: it is applied and has no status."""
         token = encode_token(result.position)
-        body = {"commandId": result.command_id, "id": result.stream_id, "consistencyToken": token}
-        content = orjson.dumps(body)
+        location = self._item_url.format(id=result.stream_id)
+        applied = applied or not result.events
+        body: dict[str, object] = {
+            "commandId": result.command_id,
+            "id": result.stream_id,
+            "consistencyToken": token,
+            "status": "applied" if applied else "accepted",
+        }
         headers = [
-            (b"location", self._item_url.format(id=result.stream_id).encode()),
+            (b"location", location.encode()),
             (b"consistency-token", token.encode()),
             (b"command-id", result.command_id.encode()),
             (b"content-type", _ACCEPTED_TYPE),
-            (b"content-length", str(len(content)).encode()),
         ]
-        return Answer(202, headers, content)
+        if result.events:
+            monitor = status_url(result.command_id)
+            body["links"] = {"status": monitor, "resource": location}
+            headers.append((b"link", f'<{monitor}>; rel="monitor"'.encode()))
+        if waited is not None:
+            headers.append((b"preference-applied", f"wait={waited:g}".encode()))
+        content = orjson.dumps(body)
+        headers.append((b"content-length", str(len(content)).encode()))
+        return Answer(200 if applied and waited is not None else 202, headers, content)
 
 
 def _command_model(request: Request, *accepted: type[Command]) -> type[Command]:
@@ -135,6 +172,12 @@ def _command_model(request: Request, *accepted: type[Command]) -> type[Command]:
             415, f"Content-Type needs domain-model= one of {', '.join(names)}", accepted=names
         )
     return accepted[names.index(model)]
+
+
+def _wait_preference(prefer: str | None) -> float | None:
+    """Seconds of a `Prefer: wait=N` (capped at MAX_WAIT), or None without one."""
+    found = _WAIT.search(prefer) if prefer else None
+    return None if found is None else min(float(found.group(1)), MAX_WAIT)
 
 
 def idempotent(store: IdempotencyStore, endpoint: Endpoint) -> Endpoint:
@@ -192,11 +235,13 @@ def command_app(
     handler: CommandHandler,
     cipher: ETagCipher,
     idempotency: IdempotencyStore,
+    statuses: CommandStatuses | None = None,
 ) -> Router:
-    """The command ASGI app of `resources`; every POST honours Idempotency-Key."""
+    """The command ASGI app of `resources`; every POST honours Idempotency-Key; with
+    `statuses`, every command honours `Prefer: wait`."""
     routes: list[tuple[str, list[str], Endpoint]] = []
     for resource in resources:
-        commands = ResourceCommands(resource, handler, cipher)
+        commands = ResourceCommands(resource, handler, cipher, statuses)
         methods = resource.item_commands()
         for path in resource.collection_paths if resource.create else ():
             routes.append((path, ["POST"], idempotent(idempotency, commands.create)))

@@ -93,7 +93,7 @@ class CommandHandler:
         if aggregate_type is None:
             raise ConfigError(f"no aggregate handles {type(command).__name__}")
         repeatable = command_id is not None
-        command_id = command_id or str(uuid_utils.uuid4())
+        command_id = command_id or str(uuid_utils.uuid7())  # time-ordered: cheap to index
         metadata = {
             "correlationId": command_id,
             "causationId": command_id,

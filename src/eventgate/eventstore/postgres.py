@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS eventgate_events (
     metadata       json    NOT NULL,
     CONSTRAINT eventgate_events_stream_version UNIQUE (stream_id, stream_version)
 );
+CREATE INDEX IF NOT EXISTS eventgate_events_by_command ON eventgate_events
+    ((metadata ->> 'commandId'));
+CREATE INDEX IF NOT EXISTS eventgate_events_by_cause ON eventgate_events
+    ((metadata ->> 'causationId'));
 CREATE OR REPLACE FUNCTION eventgate_append(
     p_streams text[], p_expected integer[], p_sizes integer[], p_time timestamptz,
     p_ids text[], p_types text[], p_schemas integer[], p_data text[], p_metadata text[]
@@ -368,6 +372,25 @@ class PostgresEventStore:
             " AND stream_version >= $2 ORDER BY stream_version",
             stream_id,
             from_version,
+        )
+
+    async def read_command(self, command_id: str) -> list[RecordedEvent]:
+        """The committed events the command `command_id` appended, in order (by an index)."""
+        return await self._select(
+            f"SELECT {_COLUMNS} FROM eventgate_events WHERE metadata ->> 'commandId' = $1"
+            " ORDER BY position",
+            command_id,
+        )
+
+    async def read_caused_by(
+        self, event_ids: Sequence[str], limit: int = 100
+    ) -> list[RecordedEvent]:
+        """Up to `limit` committed events caused by one of `event_ids`, in position order."""
+        return await self._select(
+            f"SELECT {_COLUMNS} FROM eventgate_events"
+            " WHERE metadata ->> 'causationId' = ANY($1::text[]) ORDER BY position LIMIT $2",
+            list(event_ids),
+            limit,
         )
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:

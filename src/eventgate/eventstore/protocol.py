@@ -45,6 +45,17 @@ class EventStore(Protocol):
         """Up to `limit` events with a position greater than `after`, in position order."""
         ...
 
+    async def read_command(self, command_id: str) -> list[RecordedEvent]:
+        """The events the command `command_id` appended (metadata `commandId`), in order."""
+        ...
+
+    async def read_caused_by(
+        self, event_ids: Sequence[str], limit: int = 100
+    ) -> list[RecordedEvent]:
+        """Up to `limit` events whose metadata names one of `event_ids` as their cause
+        (`causationId`), in position order: what functions did in answer to them."""
+        ...
+
     async def head(self) -> int:
         """The highest visible position (0 for an empty store)."""
         ...

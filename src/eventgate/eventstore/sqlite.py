@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS events (
     metadata       TEXT    NOT NULL,
     UNIQUE (stream_id, stream_version)
 );
+CREATE INDEX IF NOT EXISTS events_by_command ON events (json_extract(metadata, '$.commandId'));
+CREATE INDEX IF NOT EXISTS events_by_cause ON events (json_extract(metadata, '$.causationId'));
 """
 _COLUMNS = (
     "position, stream_version, time, event_id, stream_id, type, schema_version, data, metadata"
@@ -317,6 +319,31 @@ class SQLiteEventStore:
             self._select,
             f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
             (after, limit),
+        )
+
+    async def read_command(self, command_id: str) -> list[RecordedEvent]:
+        """The events the command `command_id` appended, in order (by an index)."""
+        self._check_open()
+        return await self._file.on_reader(
+            self._select,
+            f"SELECT {_COLUMNS} FROM events WHERE json_extract(metadata, '$.commandId') = ?"
+            " ORDER BY position",
+            (command_id,),
+        )
+
+    async def read_caused_by(
+        self, event_ids: Sequence[str], limit: int = 100
+    ) -> list[RecordedEvent]:
+        """Up to `limit` events caused by one of `event_ids`, in position order."""
+        self._check_open()
+        if not event_ids:
+            return []
+        marks = ", ".join("?" * len(event_ids))
+        return await self._file.on_reader(
+            self._select,
+            f"SELECT {_COLUMNS} FROM events WHERE json_extract(metadata, '$.causationId')"
+            f" IN ({marks}) ORDER BY position LIMIT ?",
+            (*event_ids, limit),
         )
 
     async def head(self) -> int:

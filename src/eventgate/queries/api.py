@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from eventgate.commands.status import COMMANDS_PATH, CommandStatuses
 from eventgate.domain.messages import camel_case
 from eventgate.http.consistency import decode_token
 from eventgate.http.etags import ETagCipher, content_etag
@@ -196,11 +197,14 @@ def query_app(
     consistency_wait: float = 2.0,
     events: EventStream | None = None,
     schemas: SchemaRegistry | None = None,
+    statuses: CommandStatuses | None = None,
 ) -> Router:
     """The query ASGI app of `resources`; `allow[resource.path]` lists the methods of its
     "collection" and "item" paths; with `events`, the event stream routes too; with
-    `schemas`, the schema registry's."""
+    `schemas`, the schema registry's; with `statuses`, the command status resource."""
     routes: list[tuple[str, Sequence[str], Endpoint]] = []
+    if statuses is not None:
+        routes.append((f"{COMMANDS_PATH}/{{id}}", STREAM_METHODS, statuses.get))
     if schemas is not None:
         endpoints = (schemas.index, schemas.versions, schemas.schema)
         routes += [(p, STREAM_METHODS, e) for p, e in zip(SCHEMA_PATHS, endpoints, strict=True)]

@@ -243,8 +243,12 @@ def _reads(model: str) -> dict[str, Any]:
 
 def _accepted() -> dict[str, Any]:
     return {
+        "200": {
+            "description": "applied: with Prefer: wait=N, every read model has applied it",
+            "content": {"application/json": {"schema": {"$ref": _SCHEMAS + "CommandAccepted"}}},
+        },
         "202": {
-            "description": "accepted: the events are durably stored",
+            "description": "accepted: the events are durably stored (Link: its status)",
             "content": {"application/json": {"schema": {"$ref": _SCHEMAS + "CommandAccepted"}}},
         },
         "400": _problem("malformed body"),
@@ -278,6 +282,11 @@ _ACCEPTED = {
         "commandId": {"type": "string"},
         "id": {"type": "string"},
         "consistencyToken": {"type": "string"},
+        "status": {"enum": ["accepted", "applied"]},
+        "links": {
+            "type": "object",
+            "properties": {"status": {"type": "string"}, "resource": {"type": "string"}},
+        },
     },
-    "required": ["commandId", "id", "consistencyToken"],
+    "required": ["commandId", "id", "consistencyToken", "status"],
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from eventgate.commands.status import COMMANDS_PATH
 from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.resources.declaration import Resource
 from eventgate.schemas.registry import SCHEMA_PATHS
@@ -17,11 +18,13 @@ def resource_routes(
     resources: Sequence[Resource], commands: str = "commands", queries: str = "queries"
 ) -> list[GatewayRoute]:
     """Reads go to the `queries` upstream, writes to `commands`, for every path of each;
-    the event streams (all events, and each item's) and the schema registry to `queries`."""
+    the event streams (all events, and each item's), the schema registry and the command
+    status resource to `queries`."""
     routes = [GatewayRoute(STREAM_METHODS, EVENTS_PATH, queries, stream=True)]
     routes.append(GatewayRoute(frozenset({"GET"}), EVENTS_SOCKET_PATH, queries, stream=True,
                                websocket=True))  # fmt: skip
     routes += [GatewayRoute(STREAM_METHODS, p, queries) for p in SCHEMA_PATHS]
+    routes.append(GatewayRoute(STREAM_METHODS, f"{COMMANDS_PATH}/{{id}}", queries))
     for resource in resources:
         reads = SAFE_METHODS if resource.list is not None else frozenset({"OPTIONS"})
         for path in resource.collection_paths:
