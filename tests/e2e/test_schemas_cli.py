@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -113,3 +114,17 @@ def test_release_writes_the_file_a_check_then_passes(tmp_path: Path) -> None:
         INVENTORY / "event-schemas.json"
     ).read_bytes()
     assert schemas(tmp_path, "check", "--app", "shop:app").returncode == 0
+
+
+def test_asyncapi_prints_the_document_with_the_brokers_subjects(tmp_path: Path) -> None:
+    printed = schemas(tmp_path, "asyncapi", "--app", "eventgate.examples.orders:app",
+                      "--broker", "nats://user:pa55word@broker.example:4222")  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    document = json.loads(printed.stdout)
+    assert document["asyncapi"] == "3.0.0" and "pa55word" not in printed.stdout
+    assert document["servers"]["nats"]["host"] == "broker.example:4222"
+    assert "nats.OrderPlaced" in document["channels"]
+    config = tmp_path / "bad.toml"
+    config.write_text("[gateway]\nmax_body_bytes = 'lots'\n")
+    refused = schemas(tmp_path, "asyncapi", "--config", str(config))
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ")

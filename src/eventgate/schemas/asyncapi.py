@@ -42,6 +42,14 @@ _WEBHOOK_HEADERS = {
 }  # fmt: skip
 
 
+_DISCONNECTED = {
+    "name": "eventgate.disconnected",
+    "summary": "the last message to a client too slow to take events (SSE `event:` name)",
+    "payload": {"type": "object", "properties": {"reason": {"type": "string"}},
+                "required": ["reason"]},
+}  # fmt: skip
+
+
 def asyncapi_document(
     app: App, *, broker_url: str | None = None, secured: bool = False
 ) -> dict[str, Any]:
@@ -122,7 +130,8 @@ def _add_channel(
 
 
 def _add_sse(document: dict[str, Any], app: App, types: list[str]) -> None:
-    messages = [component_name(t) for t in types]
+    document["components"]["messages"]["sse.disconnected"] = _DISCONNECTED
+    messages = [*(component_name(t) for t in types), "sse.disconnected"]
     server = [{"$ref": "#/servers/gateway"}]
     sse = ("Server-Sent Events: `id:` the store position, `data:` the CloudEvent. Resume with"
            " Last-Event-ID; filter with ?type= (globs) and ?stream=.")  # fmt: skip
