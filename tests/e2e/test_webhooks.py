@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import Server, keyed_server
-from tests.e2e.test_functions import cli, events
+from tests.conftest import installed
+from tests.e2e.server import ROOT, Deployment, Server, keyed_config, keyed_server
+from tests.nats import NatsServer, nats_binary
 from tests.postgres import database_for
 from tests.webhook_receiver import Receiver
 
@@ -33,25 +36,35 @@ name = "admin"
 key_sha256 = "{admin}"
 scopes = ["admin"]
 """
+Served = Server | Deployment
 ALLOW_LOOPBACK = {"EVENTGATE_WEBHOOKS_ALLOW_PRIVATE": "true"}
 FAST = {"retries": 2, "backoff": 0.05}
 
 
-def deployment(directory: Path, request: pytest.FixtureRequest) -> Server:
+def deployment(directory: Path, request: pytest.FixtureRequest, broker: str = "") -> Served:
+    """`up` on SQLite files, on PostgreSQL, with the events on NATS JetStream (`broker`, else
+    the session's server), or separate processes on PostgreSQL."""
     env = dict(ALLOW_LOOPBACK)
-    if request.param == "postgres":
+    if request.param == "processes":  # two `serve functions` share the partitions
+        dsn = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(directory)))
+        config = keyed_config(directory, CONFIG, KEYS)
+        env["EVENTGATE_DATABASE_URL"] = dsn  # the CLI calls below inherit it
+        return Deployment(directory / "data", "--config", str(config), env=env)
+    if request.param in ("postgres",):
         dsn = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(directory)))
         env["EVENTGATE_DATABASE_URL"] = dsn
     if request.param == "nats":
-        env["EVENTGATE_BROKER_URL"] = request.getfixturevalue("nats_server").url
+        env["EVENTGATE_BROKER_URL"] = broker or request.getfixturevalue("nats_server").url
     return keyed_server(directory, CONFIG, KEYS, env=env)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres", "nats"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "nats", "processes"])
 def up(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Server]:
+) -> Iterator[Served]:
     server = deployment(tmp_path_factory.mktemp("webhooks"), request).start()
+    if isinstance(server, Deployment):
+        server.components["functions-2"] = server.component("functions").start()
     yield server
     server.stop()
 
@@ -67,11 +80,11 @@ def as_(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[name]}"}
 
 
-def admin(server: Server) -> httpx.AsyncClient:
+def admin(server: Served) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=server.url, headers=as_("admin"), timeout=10)
 
 
-async def subscribe(server: Server, receiver: Receiver, name: str, **fields: Any) -> dict[str, Any]:
+async def subscribe(server: Served, receiver: Receiver, name: str, **fields: Any) -> dict[str, Any]:
     async with admin(server) as client:
         made = await client.post("/admin/webhooks", json={"url": receiver.url(name), **fields})
     assert made.status_code == 201, made.text
@@ -79,7 +92,7 @@ async def subscribe(server: Server, receiver: Receiver, name: str, **fields: Any
     return dict(made.json())
 
 
-async def write(server: Server, *items: str, moves: int = 0) -> list[str]:
+async def write(server: Served, *items: str, moves: int = 0) -> list[str]:
     """Create `items`, each checked in and out `moves` times; their URLs."""
     urls = []
     async with httpx.AsyncClient(base_url=server.url, headers=as_("writer"), timeout=10) as c:
@@ -105,13 +118,17 @@ async def eventually(check: Callable[[], Any], within: float = 20.0) -> Any:
         await asyncio.sleep(0.05)
 
 
-async def stored(server: Server, after: int, types: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    found = await asyncio.to_thread(events, server)
+async def stored(server: Served, after: int, types: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    found = await run_cli(server, "events", "--json")
     return [e for e in found if e["position"] > after and (not types or e["type"] in types)]
 
 
-async def run_cli(server: Server, *args: str) -> list[dict[str, Any]]:
-    done = await asyncio.to_thread(cli, *args, "--data", str(server.data), server=server)
+async def run_cli(server: Served, *args: str) -> list[dict[str, Any]]:
+    command = [sys.executable, "-m", "eventgate.cli", *args, "--data", str(server.data)]
+    done = await asyncio.to_thread(
+        subprocess.run, command, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=server.env,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -127,7 +144,7 @@ def in_stream_order(deliveries: list[dict[str, Any]]) -> bool:
 # -- the admin API ---------------------------------------------------------------------
 
 
-async def test_bad_subscriptions_are_refused_with_problem_details(up: Server) -> None:
+async def test_bad_subscriptions_are_refused_with_problem_details(up: Served) -> None:
     async with admin(up) as client:
         for body, status in [
             ({"url": "ftp://example.com/hook"}, 422),
@@ -157,7 +174,7 @@ async def test_bad_subscriptions_are_refused_with_problem_details(up: Server) ->
         assert refused.status_code == 403  # the admin scope only
 
 
-async def test_the_secret_is_shown_once_and_updates_apply(up: Server, receiver: Receiver) -> None:
+async def test_the_secret_is_shown_once_and_updates_apply(up: Served, receiver: Receiver) -> None:
     made = await subscribe(up, receiver, "shown", types=["Nothing"])
     assert made["secret"].startswith("whsec_") and made["enabled"] is True
     async with admin(up) as client:
@@ -179,7 +196,7 @@ async def test_the_secret_is_shown_once_and_updates_apply(up: Server, receiver: 
 
 
 async def test_a_subscription_made_while_up_runs_gets_every_matching_event_signed_in_order(
-    up: Server, receiver: Receiver
+    up: Served, receiver: Receiver
 ) -> None:
     before = await write(up, "old")  # before the subscription: not delivered ("end")
     made = await subscribe(up, receiver, "live", types=["Items*"])
@@ -202,7 +219,7 @@ async def test_a_subscription_made_while_up_runs_gets_every_matching_event_signe
     assert before[0].rsplit("/", 1)[1] not in {d["event"]["subject"] for d in got}
 
 
-async def test_from_the_beginning_and_a_stream_filter(up: Server, receiver: Receiver) -> None:
+async def test_from_the_beginning_and_a_stream_filter(up: Served, receiver: Receiver) -> None:
     await write(up, "filtered", moves=1)
     stream = next(
         e["stream_id"] for e in await stored(up, 0) if e["data"].get("name") == "filtered"
@@ -214,7 +231,7 @@ async def test_from_the_beginning_and_a_stream_filter(up: Server, receiver: Rece
 
 
 async def test_a_dead_letter_is_replayed_with_the_dlq_command(
-    up: Server, receiver: Receiver
+    up: Served, receiver: Receiver
 ) -> None:
     made = await subscribe(up, receiver, "dead", types=["InventoryItemCreated"], **FAST)
     receiver.fail["dead"] = 3  # the first attempt and both retries
@@ -235,7 +252,7 @@ async def test_a_dead_letter_is_replayed_with_the_dlq_command(
 
 
 async def test_repeated_failures_disable_and_enabling_resumes_without_loss(
-    up: Server, receiver: Receiver
+    up: Served, receiver: Receiver
 ) -> None:
     made = await subscribe(up, receiver, "flaky", types=["InventoryItemCreated"],
                            retries=0, backoff=0.05, disable_after=2)  # fmt: skip
@@ -283,10 +300,18 @@ async def _empty(letters: Callable[[], Any]) -> bool:
 
 @pytest.fixture(params=["sqlite", "postgres", "nats"])
 def fresh(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
-    server = deployment(tmp_path, request)
+    """A deployment of its own; on NATS with a server of its own too, since the app's
+    JetStream stream already holds the events of the module's deployment."""
+    broker = None
+    if request.param == "nats":
+        broker = NatsServer(installed(nats_binary(), "nats-server")).start()
+    server = deployment(tmp_path, request, broker.url if broker else "")
+    assert isinstance(server, Server)
     yield server
     if server.process is not None and server.process.poll() is None:
         server.stop()
+    if broker is not None:
+        broker.remove()
 
 
 async def test_killed_server_and_receiver_restarted_lose_nothing_and_duplicate_nothing(

@@ -158,9 +158,8 @@ class Delivery:
         s = self.subscription
         if event.position <= s.start or (self._streams and not self._streams(event.stream_id)):
             return
-        if self.disabled:  # the worker stops this runner within a heartbeat; until then
-            await asyncio.sleep(self._sender.timeout)  # the event waits, unfinished
-            raise Retry(60.0, "subscription disabled")
+        if self.disabled:
+            await self._hold()
         body = orjson.dumps(structured(self._source, event))
         now = datetime.now(UTC)
         headers = {
@@ -172,22 +171,31 @@ class Delivery:
         try:
             await self._sender.post(s.url, body, headers)
         except (DeliveryFailed, Retry) as e:
-            if ctx.attempt > s.retries:
-                await self._dead_lettered(str(e))
+            if ctx.attempt > s.retries and await self._dead_lettered(str(e)):
+                await self._hold()
             raise
         if self.failing:
             self.failing = 0
             await self._store.delivered(s.id)
 
-    async def _dead_lettered(self, error: str) -> None:
-        """Count this event's dead letter (the runtime parks it when the handler raises)."""
+    async def _hold(self) -> None:
+        """Wait, unfinished, for the worker to stop this disabled subscription's runner (it
+        polls every heartbeat); the event is then delivered after it is enabled again."""
+        await asyncio.sleep(self._sender.timeout + 5.0)  # past the attempt's timeout
+        raise Retry(60.0, "subscription disabled")
+
+    async def _dead_lettered(self, error: str) -> bool:
+        """Count a last failed attempt; True when the subscription was disabled before it
+        (by another worker, say): then the event is held rather than dead-lettered."""
         try:
             now = await self._store.failed(self.subscription.id, error[:300])
         except Exception:
             log.exception("webhook %s: counting a failure failed", self.subscription.id)
-            return
-        if now is not None:
-            self.failing = now.failing
-            if not now.enabled:
-                self.disabled = True
-                log.error("webhook %s disabled: %s", now.id, now.disabled_reason)
+            return False
+        if now is None or now.enabled:
+            return False
+        self.failing, self.disabled = now.failing, True
+        if now.failing == now.disable_after:
+            log.error("webhook %s disabled: %s", now.id, now.disabled_reason)
+            return False  # this failure disabled it: a dead letter, as counted
+        return True
