@@ -243,6 +243,9 @@ async def test_a_dead_letter_is_replayed_with_the_dlq_command(
 
     [letter] = await eventually_async(letters)
     assert letter["attempts"] == 3 and "HTTP 500" in letter["error_message"]
+    async with admin(up) as client:
+        shown = (await client.get(f"/admin/webhooks/{made['id']}")).json()
+    assert shown["delivery"]["dead_letters"] == 1 and shown["failing"] == 1
     assert receiver.unique("dead") == []
     await run_cli(up, "dlq", "replay", str(letter["id"]))
     assert await eventually(lambda: receiver.unique("dead"))

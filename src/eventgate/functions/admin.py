@@ -105,7 +105,7 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def admin_app(functions: FunctionStore, store: EventStore, webhooks: WebhookStore) -> Starlette:
-    api, hooks = AdminAPI(functions, store), WebhookAdmin(webhooks, store)
+    api, hooks = AdminAPI(functions, store), WebhookAdmin(webhooks, store, functions)
     routes = [
         Route(path, getattr(api, handler, None) or getattr(hooks, handler), methods=[method])
         for method, path, handler in ENDPOINTS

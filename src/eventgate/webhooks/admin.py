@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventgate.eventstore.protocol import EventStore
+from eventgate.functions.state import FunctionStore
 from eventgate.http.problems import HTTPProblem
 from eventgate.webhooks.delivery import allow_private, checked_target
 from eventgate.webhooks.model import Invalid, Subscription, parse_new, parse_update
@@ -23,9 +24,10 @@ class WebhookAdmin:
     """Create, list, show, update and delete subscriptions. The secret is shown once, in the
     answer to the create; it is never logged."""
 
-    def __init__(self, webhooks: WebhookStore, store: EventStore) -> None:
+    def __init__(self, webhooks: WebhookStore, store: EventStore, functions: FunctionStore) -> None:
         self._webhooks = webhooks
         self._store = store
+        self._functions = functions
 
     async def create_webhook(self, request: Request) -> Response:
         body = await _body(request)
@@ -42,7 +44,21 @@ class WebhookAdmin:
         return _json({"webhooks": [s.to_json() for s in await self._webhooks.all()]})
 
     async def show_webhook(self, request: Request) -> Response:
-        return _json((await self._found(request)).to_json())
+        """The subscription and how its deliveries stand: its function's checkpoint, lag
+        (events after it, of any type), attempts, failed attempts and dead letters."""
+        found = await self._found(request)
+        statuses = await self._functions.status()
+        f = next((f for f in statuses if f.name == found.function), None)
+        delivery = None
+        if f is not None:  # None until a worker has started it
+            delivery = {
+                "checkpoint": f.checkpoint,
+                "lag": await self._store.count_after(max(f.checkpoint, found.start)),
+                "invocations": f.invocations,
+                "failures": f.failures,
+                "dead_letters": f.dead_letters,
+            }
+        return _json({**found.to_json(), "delivery": delivery})
 
     async def update_webhook(self, request: Request) -> Response:
         body = await _body(request)
