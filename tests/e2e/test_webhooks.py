@@ -1,4 +1,6 @@
-"""Webhooks through a real `eventgate up` (SQLite files, PostgreSQL): subscriptions made over
+"""Webhooks through a real `eventgate up` (SQLite files, PostgreSQL, events on NATS JetStream)
+and through separate processes (two `serve functions`; behind `serve gateway` and Envoy, on
+PostgreSQL): subscriptions made over
 the admin API while it runs, each delivery's signature checked by the `standardwebhooks`
 library in a real HTTP receiver, per-stream order, retries, dead letters replayed with
 `eventgate dlq`, disabling after repeated failures and resuming, and restarts of both ends
@@ -20,7 +22,14 @@ import httpx
 import pytest
 
 from tests.conftest import installed
-from tests.e2e.server import ROOT, Deployment, Server, keyed_config, keyed_server
+from tests.e2e.server import (
+    ROOT,
+    Deployment,
+    EnvoyDeployment,
+    Server,
+    keyed_config,
+    keyed_server,
+)
 from tests.nats import NatsServer, nats_binary
 from tests.postgres import database_for
 from tests.webhook_receiver import Receiver
@@ -45,10 +54,12 @@ def deployment(directory: Path, request: pytest.FixtureRequest, broker: str = ""
     """`up` on SQLite files, on PostgreSQL, with the events on NATS JetStream (`broker`, else
     the session's server), or separate processes on PostgreSQL."""
     env = dict(ALLOW_LOOPBACK)
-    if request.param == "processes":  # two `serve functions` share the partitions
+    if request.param in ("processes", "envoy"):  # two `serve functions` share the partitions
         dsn = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(directory)))
         config = keyed_config(directory, CONFIG, KEYS)
         env["EVENTGATE_DATABASE_URL"] = dsn  # the CLI calls below inherit it
+        if request.param == "envoy":  # two command services, either one answering /admin
+            return EnvoyDeployment(directory / "data", env=env, config=config, keys=KEYS)
         return Deployment(directory / "data", "--config", str(config), env=env)
     if request.param in ("postgres",):
         dsn = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(directory)))
@@ -58,7 +69,7 @@ def deployment(directory: Path, request: pytest.FixtureRequest, broker: str = ""
     return keyed_server(directory, CONFIG, KEYS, env=env)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres", "nats", "processes"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "nats", "processes", "envoy"])
 def up(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Served]:
