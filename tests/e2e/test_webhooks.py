@@ -1,10 +1,10 @@
 """Webhooks through a real `eventgate up` (SQLite files, PostgreSQL, events on NATS JetStream)
-and through separate processes (two `serve functions`; behind `serve gateway` and Envoy, on
-PostgreSQL): subscriptions made over
-the admin API while it runs, each delivery's signature checked by the `standardwebhooks`
-library in a real HTTP receiver, per-stream order, retries, dead letters replayed with
-`eventgate dlq`, disabling after repeated failures and resuming, and restarts of both ends
-without loss (every event's webhook-id arrives) or duplicates (after de-duplication by it)."""
+and through separate processes on PostgreSQL (two `serve functions`, behind `serve gateway`
+and behind Envoy): subscriptions made over the admin API while it runs, each delivery's
+signature checked by the `standardwebhooks` library in a real HTTP receiver, per-stream
+order, retries, dead letters replayed with `eventgate dlq`, disabling after repeated failures
+and resuming, and restarts of both ends without loss (every event's webhook-id arrives) or
+duplicates (after de-duplication by it)."""
 
 from __future__ import annotations
 
