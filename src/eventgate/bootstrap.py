@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,7 @@ from eventgate.schemas.released import read_released
 from eventgate.streaming.cloudevents import source_of
 from eventgate.streaming.sse import EventStream
 from eventgate.webhooks.catalog import WebhookCatalog
+from eventgate.webhooks.delivery import Sender, private_targets_allowed
 from eventgate.webhooks.store import PostgresWebhookStore, SQLiteWebhookStore, WebhookStore
 
 __all__ = [
@@ -226,7 +228,8 @@ def function_worker(
             "leases": BrokerLeases(broker, system.functions.partitions),
             "runner": functools.partial(JetStreamRunner, broker=broker),
         }
-    catalog = WebhookCatalog(system.webhooks, source_of(system.app.name))
+    sender = Sender(private=private_targets_allowed(os.environ))
+    catalog = WebhookCatalog(system.webhooks, source_of(system.app.name), sender)
     return FunctionWorker(functions, services, catalog=catalog, **options)
 
 
@@ -263,7 +266,8 @@ def command_service(system: System, cipher: ETagCipher, idempotency: Idempotency
     commands = command_app(
         system.app.resources, system.commands, cipher, idempotency, command_statuses(system)
     )
-    admin = admin_app(system.functions, system.store, system.webhooks)
+    private = private_targets_allowed(os.environ)
+    admin = admin_app(system.functions, system.store, system.webhooks, private_targets=private)
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         chosen = admin if scope.get("path", "").startswith("/admin/") else commands

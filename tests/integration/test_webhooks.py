@@ -106,11 +106,8 @@ async def test_private_targets_are_refused_unless_allowed(
     assert hits == ["/hook"]
 
 
-async def test_the_admin_api_refuses_a_private_address(
-    system: System, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("EVENTGATE_WEBHOOKS_ALLOW_PRIVATE", raising=False)
-    app = admin_app(system.functions, system.store, system.webhooks)
+async def test_the_admin_api_refuses_a_private_address(system: System) -> None:
+    app = admin_app(system.functions, system.store, system.webhooks, private_targets=False)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
         for url in ("http://10.0.0.8/hook", "http://[::1]:8080/", "http://169.254.169.254/"):

@@ -104,8 +104,16 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-def admin_app(functions: FunctionStore, store: EventStore, webhooks: WebhookStore) -> Starlette:
-    api, hooks = AdminAPI(functions, store), WebhookAdmin(webhooks, store, functions)
+def admin_app(
+    functions: FunctionStore,
+    store: EventStore,
+    webhooks: WebhookStore,
+    *,
+    private_targets: bool = False,
+) -> Starlette:
+    """`private_targets`: webhook subscriptions may target private and loopback addresses."""
+    api = AdminAPI(functions, store)
+    hooks = WebhookAdmin(webhooks, store, functions, private_targets)
     routes = [
         Route(path, getattr(api, handler, None) or getattr(hooks, handler), methods=[method])
         for method, path, handler in ENDPOINTS

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from eventgate.eventstore.protocol import EventStore
 from eventgate.functions.state import FunctionStore
 from eventgate.http.problems import HTTPProblem
-from eventgate.webhooks.delivery import allow_private, checked_target
+from eventgate.webhooks.delivery import checked_target
 from eventgate.webhooks.model import Invalid, Subscription, parse_new, parse_update
 from eventgate.webhooks.store import WebhookStore
 
@@ -24,16 +24,20 @@ class WebhookAdmin:
     """Create, list, show, update and delete subscriptions. The secret is shown once, in the
     answer to the create; it is never logged."""
 
-    def __init__(self, webhooks: WebhookStore, store: EventStore, functions: FunctionStore) -> None:
+    def __init__(
+        self, webhooks: WebhookStore, store: EventStore, functions: FunctionStore, private: bool
+    ) -> None:
+        """`private`: subscriptions may target private and loopback addresses."""
         self._webhooks = webhooks
         self._store = store
         self._functions = functions
+        self._private = private
 
     async def create_webhook(self, request: Request) -> Response:
         body = await _body(request)
         try:
             subscription = parse_new(body, await self._store.head())
-            checked_target(subscription.url, allow_private())
+            checked_target(subscription.url, self._private)
         except Invalid as e:
             raise HTTPProblem(422, str(e)) from None
         await self._webhooks.create(subscription)
@@ -65,7 +69,7 @@ class WebhookAdmin:
         current = await self._found(request)
         try:
             changed = parse_update(current, body)
-            checked_target(changed.url, allow_private())
+            checked_target(changed.url, self._private)
         except Invalid as e:
             raise HTTPProblem(422, str(e)) from None
         if not await self._webhooks.update(changed):

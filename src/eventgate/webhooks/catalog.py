@@ -21,10 +21,10 @@ class WebhookCatalog:
     """The current webhook functions. An unchanged subscription keeps its Function object;
     a changed one (a new version) gets a new one, which the worker takes for a restart."""
 
-    def __init__(self, store: WebhookStore, source: str, sender: Sender | None = None) -> None:
+    def __init__(self, store: WebhookStore, source: str, sender: Sender) -> None:
         self._store = store
         self._source = source
-        self._sender = sender or Sender()
+        self._sender = sender
         self._known: dict[str, tuple[int, Function, Delivery]] = {}
 
     async def functions(self) -> list[Function]:

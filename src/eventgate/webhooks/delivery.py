@@ -16,8 +16,8 @@ import asyncio
 import errno
 import ipaddress
 import logging
-import os
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,8 +39,8 @@ __all__ = [
     "Delivery",
     "DeliveryFailed",
     "Sender",
-    "allow_private",
     "checked_target",
+    "private_targets_allowed",
 ]
 
 log = logging.getLogger("eventgate.webhooks")
@@ -49,9 +49,10 @@ RESPONSE_READ = 4096
 """Bytes of a receiver's answer read at most (the start of an error, for the dead letter)."""
 
 
-def allow_private() -> bool:
-    """Whether webhooks may target private and loopback addresses (for tests, local setups)."""
-    return os.environ.get("EVENTGATE_WEBHOOKS_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
+def private_targets_allowed(environ: Mapping[str, str]) -> bool:
+    """Whether EVENTGATE_WEBHOOKS_ALLOW_PRIVATE lets webhooks target private and loopback
+    addresses (tests, local setups); read once, where the system is wired."""
+    return environ.get("EVENTGATE_WEBHOOKS_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
 
 
 def _public(address: str) -> bool:
@@ -101,9 +102,9 @@ class DeliveryFailed(Exception):
 class Sender:
     """The HTTP client every delivery of one process shares (a pool of connections)."""
 
-    def __init__(self, *, timeout: float = 10.0, private: bool | None = None) -> None:
+    def __init__(self, *, private: bool, timeout: float = 10.0) -> None:
         self.timeout = timeout
-        self.private = allow_private() if private is None else private
+        self.private = private
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
