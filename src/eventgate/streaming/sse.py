@@ -6,10 +6,11 @@ CloudEvent. A client resumes exactly after the last event it saw by sending its 
 store's, so that holds across server restarts. Filters: `?type=` (names or globs,
 repeatable) and `?stream=` (stream ids, repeatable); the item route filters its stream.
 
-Memory stays bounded whatever the client does: events are read from the store in batches
-only as fast as they are sent, and a client that does not take a message within
-`send_timeout` seconds is told why (a last `eventgate.disconnected` event, if it still
-reads) and disconnected; it resumes with its Last-Event-ID. A comment line goes out every
+Memory stays bounded whatever the client does: events are read in batches only as fast as
+they are sent (live ones from the tail all clients share, streaming/tail.py), and a client
+that does not take a message within `send_timeout` seconds is told why (a last
+`eventgate.disconnected` event, if it still reads) and disconnected; it resumes with its
+Last-Event-ID. A comment line goes out every
 `heartbeat` seconds (5; `?heartbeat=` 1 to 60) when nothing else does: below the gateway's
 read timeout toward a service (10 s) and the idle timeouts of proxies.
 """
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from starlette.requests import Request
@@ -33,6 +34,7 @@ from eventgate.http.problems import HTTPProblem
 from eventgate.http.router import header
 from eventgate.hub.hub import TypeFilter
 from eventgate.streaming.cloudevents import structured
+from eventgate.streaming.tail import Tail
 
 __all__ = ["EVENTS_PATH", "EventStream"]
 
@@ -61,8 +63,17 @@ class EventStream:
         self.send_timeout = send_timeout
         self.max_clients = max_clients
         self._frames: OrderedDict[int, bytes] = OrderedDict()
+        self._tail = Tail(store)
         self.clients = 0
         """Clients connected now."""
+
+    def follow(
+        self, keep: Callable[[str, str], bool], after: int, heartbeat: float | None = None
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """The events after `after` that `keep(stream id, type)` accepts, in batches, forever:
+        live ones decoded once for every client; an empty batch after `heartbeat` seconds
+        without one."""
+        return self._tail.follow(keep, after, BATCH, heartbeat)
 
     def frame(self, event: RecordedEvent) -> bytes:
         """The SSE message of `event`, encoded once for all the clients that follow it (the
@@ -132,16 +143,16 @@ class _Stream:
             owner.clients -= 1
 
     async def _body(self, receive: Receive, send: Send) -> None:
-        queue: asyncio.Queue[list[RecordedEvent]] = asyncio.Queue(maxsize=2)
-        tasks = [asyncio.create_task(self._read(queue)), asyncio.create_task(_gone(receive))]
-        reader, gone = tasks
+        """Batches as they come, a heartbeat when none came for a while; ends when the client
+        leaves (noticed at the next send or heartbeat) or takes too long to take one."""
+        gone = asyncio.create_task(_gone(receive))
+        batches = self._owner.follow(self._keep, self._after, self._heartbeat)
         try:
             await self._write(send, b"retry: 2000\n\n")
-            while not gone.done():
-                batch = await _next(queue, gone, self._heartbeat)
-                if reader.done():
-                    reader.result()  # the store failed: let it out (a 500 was impossible)
-                if batch is None:
+            async for batch in batches:  # a store failure is raised here (a 500 was impossible)
+                if gone.done():
+                    break
+                if not batch:
                     await self._write(send, b": heartbeat\n\n")
                     continue
                 frames = b"".join(self._owner.frame(event) for event in batch)
@@ -154,20 +165,11 @@ class _Stream:
                 async with asyncio.timeout(1.0):
                     await send(_body(b"event: eventgate.disconnected\ndata: " + data + b"\n\n"))
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            gone.cancel()
+            await asyncio.gather(gone, return_exceptions=True)
+            await batches.aclose()  # type: ignore[attr-defined]
         with contextlib.suppress(Exception):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _read(self, queue: asyncio.Queue[list[RecordedEvent]]) -> None:
-        batches = self._owner.store.subscribe_matching(self._keep, self._after, BATCH)
-        try:
-            async for scanned in batches:
-                if scanned.events:
-                    await queue.put(scanned.events)
-        finally:
-            await batches.aclose()  # type: ignore[attr-defined]
 
     async def _write(self, send: Send, body: bytes) -> None:
         try:
@@ -183,20 +185,6 @@ class _TooSlow(Exception):
 
 def _body(body: bytes, more: bool = True) -> Message:
     return {"type": "http.response.body", "body": body, "more_body": more}
-
-
-async def _next(
-    queue: asyncio.Queue[list[RecordedEvent]], gone: asyncio.Task[None], heartbeat: float
-) -> list[RecordedEvent] | None:
-    """The next batch, or None after `heartbeat` seconds without one (or when the client
-    went away)."""
-    getting = asyncio.ensure_future(queue.get())
-    done, _ = await asyncio.wait({getting, gone}, timeout=heartbeat,
-                                 return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-    if getting in done:
-        return getting.result()
-    getting.cancel()
-    return None
 
 
 async def _gone(receive: Receive) -> None:

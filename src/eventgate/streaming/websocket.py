@@ -39,7 +39,7 @@ from eventgate.eventstore.model import RecordedEvent
 from eventgate.http.problems import HTTPProblem, problem_body
 from eventgate.hub.hub import TypeFilter
 from eventgate.streaming.cloudevents import structured
-from eventgate.streaming.sse import BATCH, EVENTS_PATH, FRAMES_KEPT, MAX_FILTERS, EventStream
+from eventgate.streaming.sse import EVENTS_PATH, FRAMES_KEPT, MAX_FILTERS, EventStream
 
 __all__ = [
     "EVENTS_SOCKET_PATH",
@@ -231,10 +231,10 @@ class _Connection:
             return (not streams or stream_id in streams) and accepts(type_name)
 
         head = '{"type":"event","subscription":' + orjson.dumps(sid).decode() + ',"event":'
-        batches = self._socket.events.store.subscribe_matching(keep, after, BATCH)
+        batches = self._socket.events.follow(keep, after)  # live events: the shared tail
         try:
-            async for scanned in batches:
-                for event in scanned.events:
+            async for events in batches:
+                for event in events:
                     await self._send_text(head + self._socket.cloudevent(event) + "}")
         finally:
             await batches.aclose()  # type: ignore[attr-defined]
