@@ -14,7 +14,6 @@ from aiohttp import web
 from eventgate.bootstrap import System
 from eventgate.functions.admin import admin_app
 from eventgate.webhooks.delivery import DeliveryFailed, Sender
-from eventgate.webhooks.model import Invalid
 from tests.postgres import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -96,7 +95,7 @@ async def test_private_targets_are_refused_unless_allowed(
         return web.Response(status=204)
 
     url = await target(record)
-    with pytest.raises(Invalid, match=r"non-public address 127\.0\.0\.1"):
+    with pytest.raises(DeliveryFailed, match=r"non-public address 127\.0\.0\.1"):
         await post(url, Sender(private=False))
     by_name = url.replace("127.0.0.1", "localhost")
     with pytest.raises(DeliveryFailed, match="no public address"):

@@ -121,7 +121,10 @@ class Sender:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         """POST once; DeliveryFailed (or Retry when the receiver asks for a wait) unless 2xx."""
-        checked_target(url, self.private)
+        try:
+            checked_target(url, self.private)  # a literal address; names: in the resolver
+        except Invalid as e:
+            raise DeliveryFailed(str(e)) from None
         try:
             async with self._client().post(
                 url, data=body, headers=headers, allow_redirects=False
