@@ -17,7 +17,10 @@ from eventgate.functions.api import Function
 from eventgate.projections.projection import Projection
 from eventgate.resources.declaration import Resource
 
-__all__ = ["App", "load_app"]
+__all__ = ["RESERVED_PATHS", "App", "load_app"]
+
+RESERVED_PATHS = ("/api/events", "/api/commands", "/api/schemas")
+"""Collection paths no resource may take: eventgate serves these for every app."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,13 @@ class App:
         paths = [p for r in self.resources for p in r.collection_paths]
         if len(set(paths)) != len(paths):
             raise ConfigError(f"app {self.name}: two resources share a path")
+        taken = sorted(set(paths) & set(RESERVED_PATHS))
+        if taken:
+            raise ConfigError(
+                f"app {self.name}: {', '.join(taken)} is eventgate's own (the event stream,"
+                " command status and schema registry live under /api/events, /api/commands"
+                " and /api/schemas)"
+            )
         functions = [f.name for f in self.functions]
         if len(set(functions)) != len(functions):
             raise ConfigError(f"app {self.name}: two functions share a name")
