@@ -73,6 +73,8 @@ class FunctionStoreContract:
         await store.dead_letter("noted", 3, event(1), ("KeyError", "again"), 1, failed)
         [letter] = await store.dead_letters()
         assert (letter.attempts, letter.error_type, letter.status) == (3, "KeyError", "dead")
+        assert await store.dead_letters_of([event(1).id, "other"]) == [letter]
+        assert await store.dead_letters_of(["other"]) == await store.dead_letters_of([]) == []
         assert letter.event == event(1)
         assert (await store.dead_letter_by_id(letter.id)).error_message == "again"
         assert await store.request_replay(letter_id=letter.id) == 1

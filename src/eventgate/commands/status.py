@@ -142,7 +142,7 @@ class CommandStatuses:
         return sorted(groups.values(), key=lambda group: group[0].position)
 
     async def _failures(self, event_ids: set[str]) -> list[dict[str, Any]]:
-        letters = await self._functions.dead_letters()
+        letters = await self._functions.dead_letters_of(sorted(event_ids))
         return [
             {
                 "function": letter.function,

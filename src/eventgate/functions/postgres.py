@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS eventgate_fn_dead_letters (
     status text NOT NULL CHECK (status IN ('dead', 'replay')),
     UNIQUE (function, event_id)
 );
+CREATE INDEX IF NOT EXISTS eventgate_fn_dead_letters_event ON eventgate_fn_dead_letters (event_id);
 CREATE TABLE IF NOT EXISTS eventgate_fn_effects (
     function text NOT NULL, event_id text NOT NULL, name text NOT NULL,
     result text NOT NULL, done_at text NOT NULL,
@@ -266,6 +267,14 @@ class PostgresFunctionStore:
         if function is not None:
             sql, args = sql + " WHERE function = $1", (function,)
         rows = await self._fetch(sql + " ORDER BY id", *args)
+        return [letter(tuple(row)) for row in rows]
+
+    async def dead_letters_of(self, event_ids: Sequence[str]) -> list[DeadLetterRecord]:
+        rows = await self._fetch(
+            f"SELECT {_LETTER_COLUMNS} FROM eventgate_fn_dead_letters"
+            " WHERE event_id = ANY($1::text[]) ORDER BY id",
+            list(event_ids),
+        )
         return [letter(tuple(row)) for row in rows]
 
     async def dead_letter_by_id(self, letter_id: int) -> DeadLetterRecord:

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     UNIQUE (function, event_id)
 );
 CREATE INDEX IF NOT EXISTS dead_letters_replay ON dead_letters (status, function);
+CREATE INDEX IF NOT EXISTS dead_letters_event ON dead_letters (event_id);
 CREATE TABLE IF NOT EXISTS effects (
     function TEXT NOT NULL, event_id TEXT NOT NULL, name TEXT NOT NULL,
     result TEXT NOT NULL, done_at TEXT NOT NULL,
@@ -283,6 +284,14 @@ class SQLiteFunctionStore:
             sql, args = sql + " WHERE function = ?", (function,)
         rows = await self._file.on_reader(self._select, sql + " ORDER BY id", args)
         return [letter(row) for row in rows]
+
+    async def dead_letters_of(self, event_ids: Sequence[str]) -> list[DeadLetterRecord]:
+        letters: list[DeadLetterRecord] = []
+        for chunk, marks in in_chunks(event_ids):
+            sql = f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE event_id IN ({marks})"
+            rows = await self._file.on_reader(self._select, sql + " ORDER BY id", tuple(chunk))
+            letters += [letter(row) for row in rows]
+        return letters
 
     async def dead_letter_by_id(self, letter_id: int) -> DeadLetterRecord:
         sql = f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE id = ?"
