@@ -241,6 +241,32 @@ async def test_from_the_beginning_and_a_stream_filter(up: Served, receiver: Rece
     assert [d["webhook-id"] for d in receiver.unique("history")] == [e["id"] for e in wanted]
 
 
+async def test_a_changed_url_takes_the_deliveries_from_where_the_old_one_stopped(
+    up: Served, receiver: Receiver
+) -> None:
+    made = await subscribe(up, receiver, "old", types=["InventoryItemCreated"])
+    receiver.secrets["new"] = made["secret"]
+    await write(up, "first", "second")
+    assert await eventually(lambda: len(receiver.unique("old")) >= 2)
+    async with admin(up) as client:
+        moved = await client.patch(
+            f"/admin/webhooks/{made['id']}", json={"url": receiver.url("new")}
+        )
+        assert moved.status_code == 200 and moved.json()["url"] == receiver.url("new")
+    for n in range(60):  # until a delivery reaches the new URL (a worker's next heartbeat)
+        await write(up, f"later-{n}")
+        if await eventually(lambda: receiver.unique("new"), within=0.5):
+            break
+    wanted = await stored(up, made["start"], ("InventoryItemCreated",))
+    assert await eventually(
+        lambda: len(receiver.unique("old") + receiver.unique("new")) >= len(wanted)
+    )
+    await asyncio.sleep(0.5)  # nothing else arrives
+    old, new = receiver.unique("old"), receiver.unique("new")
+    assert new and {d["event"]["data"]["name"] for d in old} >= {"first", "second"}
+    assert sorted(d["webhook-id"] for d in old + new) == sorted(e["id"] for e in wanted)
+
+
 async def test_a_dead_letter_is_replayed_with_the_dlq_command(
     up: Served, receiver: Receiver
 ) -> None:
