@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
-from eventgate.eventstore.model import RecordedEvent
+from eventgate.eventstore.model import RecordedEvent, Scanned
 from eventgate.eventstore.protocol import EventStore
 
 __all__ = ["Tail"]
@@ -78,15 +78,32 @@ class Tail:
     async def _from_store(
         self, keep: Callable[[str, str], bool], after: int, batch: int
     ) -> AsyncIterator[tuple[list[RecordedEvent], int]]:
-        """From the store itself, until the tail covers the position reached."""
-        scanned_batches = self._store.subscribe_matching(keep, after, batch)
+        """From the store itself, until the tail covers the position reached; the next batch
+        is read (on the store's reader thread) while the caller sends the last one."""
+        ahead: asyncio.Queue[Scanned | BaseException | None] = asyncio.Queue(1)
+
+        async def read() -> None:
+            scanned_batches = self._store.subscribe_matching(keep, after, batch)
+            try:
+                async for scanned in scanned_batches:
+                    await ahead.put(scanned)
+                    if self._covers(scanned.position):
+                        break
+                await ahead.put(None)
+            except Exception as e:
+                await ahead.put(e)
+            finally:
+                await scanned_batches.aclose()  # type: ignore[attr-defined]
+
+        reader = asyncio.create_task(read())
         try:
-            async for scanned in scanned_batches:
+            while (scanned := await ahead.get()) is not None:
+                if isinstance(scanned, BaseException):
+                    raise scanned
                 yield scanned.events, scanned.position
-                if self._covers(scanned.position):
-                    return
         finally:
-            await scanned_batches.aclose()  # type: ignore[attr-defined]
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
 
     def _covers(self, after: int) -> bool:
         self._check_running()
