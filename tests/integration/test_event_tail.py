@@ -109,3 +109,48 @@ async def test_a_store_that_fails_is_raised_to_the_followers(tmp_path: Path) -> 
     with pytest.raises(EventStoreError):
         async with asyncio.timeout(5):
             await waiting
+
+
+class FailsOnce:
+    """A real SQLite store whose live subscription breaks once, after its second batch, as a
+    database that went away for a moment would; every other call goes to the store."""
+
+    def __init__(self, store: SQLiteEventStore) -> None:
+        self._store = store
+        self.batches = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def subscribe(self, after: int = 0, batch_size: int = 500) -> AsyncIterator[list]:
+        async for events in self._store.subscribe(after, batch_size):
+            yield events
+            self.batches += 1
+            if self.batches == 2:
+                raise ConnectionError("database went away")
+
+
+async def test_after_the_store_failed_once_every_follower_still_gets_every_event(
+    tmp_path: Path,
+) -> None:
+    """The followers are busy with the first batch when the tail breaks on the second: one
+    of them is told, the others go on (the tail started again) and miss nothing."""
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    try:
+        tail = Tail(FailsOnce(store))  # type: ignore[arg-type]
+        followers = [tail.follow(everything, 0) for _ in range(3)]
+        taking = [asyncio.create_task(take(f, 7, slow=0.3)) for f in followers]
+        await asyncio.sleep(0.05)
+        await append(store, [1])  # the first batch: every follower takes it, then is busy
+        await asyncio.sleep(0.1)
+        await append(store, [2])  # the second: the tail breaks after it
+        await asyncio.sleep(0.5)
+        await append(store, [1] * 4)  # only a tail started again (or the store) has these
+        got = await asyncio.gather(*taking, return_exceptions=True)
+        stored = [e.position for e in await store.read_all(0, 100)]
+        errors = [g for g in got if isinstance(g, BaseException)]
+        assert len(errors) <= 1 and all(isinstance(e, ConnectionError) for e in errors), got
+        assert [g for g in got if not isinstance(g, BaseException)] == [stored] * (3 - len(errors))
+        await tail.close()
+    finally:
+        await store.close()

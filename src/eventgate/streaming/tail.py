@@ -54,9 +54,9 @@ class Tail:
         """Batches of the events after `after` that `keep(stream id, type)` accepts, forever,
         in store order; with `heartbeat`, an empty batch after that many seconds without
         one. A failure of the store is raised here."""
-        await self._ensure_started()
         beat = _Beat(heartbeat)
         while True:
+            await self._ensure_running()
             if self._covers(after):
                 events, after = self._after(after, batch)
                 kept = [e for e in events if keep(e.stream_id, e.type)]
@@ -106,8 +106,8 @@ class Tail:
             await asyncio.gather(reader, return_exceptions=True)
 
     def _covers(self, after: int) -> bool:
-        self._check_running()
-        return self._covers_after is not None and after >= self._covers_after
+        running = self._task is not None and not self._task.done()
+        return running and self._covers_after is not None and after >= self._covers_after
 
     def _after(self, after: int, limit: int) -> tuple[list[RecordedEvent], int]:
         """Up to `limit` events after `after` and the position they reach."""
@@ -117,16 +117,18 @@ class Tail:
 
     async def _wait(self) -> None:
         await self._grown.wait()
-        self._check_running()
-        if self._task is None:  # it ended (closed): start again, or fail on a closed store
-            await self._ensure_started()
 
-    def _check_running(self) -> None:
+    async def _ensure_running(self) -> None:
+        """Start the tail if it does not run. One that ended with an error raises it to the
+        first follower to look; every other follower starts it again from the store's head
+        (reading what it lacks from the store), or gets the store's error if it still fails."""
         task = self._task
         if task is not None and task.done():
-            self._task = None  # the next follower starts it again
+            self._task, self._covers_after = None, None
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+        if self._task is None:
+            await self._ensure_started()
 
     async def _ensure_started(self) -> None:
         async with self._starting:
