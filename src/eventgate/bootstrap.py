@@ -296,9 +296,12 @@ def query_service(system: System, cipher: ETagCipher, config: GatewayConfig) -> 
 
 def command_statuses(system: System) -> CommandStatuses:
     """What tells a client what became of its command (`/api/commands/{id}`)."""
-    app = system.app
     return CommandStatuses(
-        system.store, system.read_store, system.functions, app.commands, app.resources
+        system.store,
+        system.read_store,
+        system.functions,
+        system.app,
+        function_progress=system.settings.broker_url is None,
     )
 
 

@@ -23,8 +23,11 @@ def status_of(client: httpx.Client, accepted: httpx.Response) -> dict[str, Any]:
 
 
 def applied(client: httpx.Client, accepted: httpx.Response) -> dict[str, Any]:
+    """The status once the read models have applied the command and its functions ran."""
     deadline = time.monotonic() + 10
-    while (status := status_of(client, accepted))["status"] != "applied":
+    while (status := status_of(client, accepted))["status"] != "applied" or (
+        status["outcome"] == "pending"
+    ):
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
     return status
@@ -37,6 +40,7 @@ def test_a_command_s_status_lists_its_events_and_turns_applied(client: httpx.Cli
     assert status["commandId"] == body["commandId"]
     assert status["commandType"] == "CreateInventoryItem"
     assert status["outcome"] == "succeeded" and status["failures"] == []
+    assert status["functions"] == [{"function": "audit_trail", "state": "done"}]
     assert status["pendingReadModels"] == []
     assert status["resources"] == [accepted.headers["Location"]]
     assert status["consistencyToken"] == body["consistencyToken"]

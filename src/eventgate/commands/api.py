@@ -46,8 +46,9 @@ _ACCEPTED_TYPE = response_type(JSON, "CommandAccepted").encode()
 _REPLAYED_HEADERS = (
     "location", "consistency-token", "content-type", "command-id", "link", "preference-applied"
 )  # fmt: skip
-_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*\"?(\d{1,9})\"?\s*(?:[;,]|$)", re.IGNORECASE)
-"""The `wait` preference in a Prefer header (RFC 7240 §4.3): delta-seconds."""
+_PARTS = {sep: re.compile(rf'(?:[^{sep}"]|"[^"]*")+') for sep in ",;"}
+"""The comma-separated preferences of a Prefer header, or the ;-separated parts of one,
+where a quoted string may hold either separator (RFC 7240 §2)."""
 
 Reply = Response | Answer
 Endpoint = Callable[[Request], Awaitable[Reply]]
@@ -108,7 +109,7 @@ class ResourceCommands:
         wait = _wait_preference(header(request, b"prefer"))
         if wait is None or self._statuses is None:
             return self._accepted(result)
-        applied = not result.events or await self._statuses.wait_applied(result.position, wait)
+        applied = not result.events or await self._statuses.wait_applied(result.events, wait)
         return self._accepted(result, applied, waited=wait)
 
     def _expected_version(self, item_id: str, if_match: str | None) -> int | None:
@@ -175,9 +176,14 @@ def _command_model(request: Request, *accepted: type[Command]) -> type[Command]:
 
 
 def _wait_preference(prefer: str | None) -> float | None:
-    """Seconds of a `Prefer: wait=N` (capped at MAX_WAIT), or None without one."""
-    found = _WAIT.search(prefer) if prefer else None
-    return None if found is None else min(float(found.group(1)), MAX_WAIT)
+    """Seconds of a `wait` preference (RFC 7240 §4.3, delta-seconds; capped at MAX_WAIT),
+    or None without one. Only a preference's own name counts, not one of its parameters."""
+    for preference in _PARTS[","].findall(prefer or ""):
+        name, _, value = (_PARTS[";"].findall(preference) or [""])[0].partition("=")
+        value = value.strip().strip('"')
+        if name.strip().lower() == "wait" and value.isdigit() and len(value) <= 9:
+            return min(float(value), MAX_WAIT)
+    return None
 
 
 def idempotent(store: IdempotencyStore, endpoint: Endpoint) -> Endpoint:

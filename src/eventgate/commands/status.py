@@ -26,17 +26,18 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from eventgate.domain.aggregate import Aggregate
-from eventgate.domain.messages import Command
+from eventgate.app import App
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.eventstore.protocol import EventStore
+from eventgate.functions.runner import partition_of
 from eventgate.functions.state import FunctionStore
 from eventgate.http.consistency import encode_token
 from eventgate.http.media import JSON, response_type
 from eventgate.http.problems import HTTPProblem
 from eventgate.http.representation import Answer
+from eventgate.projections.parking import ParkedStream
 from eventgate.projections.protocol import ReadStore
-from eventgate.resources.declaration import Resource
+from eventgate.webhooks.model import PREFIX as WEBHOOK
 
 __all__ = ["COMMANDS_PATH", "MAX_WAIT", "CommandStatuses", "status_path_item", "status_url"]
 
@@ -57,24 +58,30 @@ def status_url(command_id: str) -> str:
 
 
 class CommandStatuses:
-    """The status of any command of one app, from its stores."""
+    """The status of any command of one app, from its stores. `function_progress`: the
+    functions' checkpoints are kept in the function store (not so when they consume from a
+    broker), so an outcome can wait for them."""
 
     def __init__(
         self,
         store: EventStore,
         read_store: ReadStore,
         functions: FunctionStore,
-        commands: Mapping[type[Command], type[Aggregate]],
-        resources: Sequence[Resource],
+        app: App,
+        *,
+        function_progress: bool = True,
     ) -> None:
         self._store = store
         self._read_store = read_store
         self._functions = functions
+        self._app_functions = [f for f in app.functions if not f.name.startswith(WEBHOOK)]
+        self._function_progress = function_progress
+        self._outcomes = {e.type_name: e.outcome for e in app.events if e.outcome}
         self._item_paths: dict[str, str] = {}
         """aggregate type name -> the item path of the resource that runs its commands."""
-        for resource in resources:
+        for resource in app.resources:
             for command in resource.commands():
-                aggregate = commands[command].type_name
+                aggregate = app.commands[command].type_name
                 self._item_paths.setdefault(aggregate, resource.item_paths[0])
 
     async def of(self, command_id: str) -> dict[str, Any] | None:
@@ -82,14 +89,19 @@ class CommandStatuses:
         events = await self._store.read_command(command_id)
         if not events:
             return None
-        follow_ups = await self._follow_ups(events)
+        follow_ups, truncated = await self._follow_ups(events)
         everything = [*events, *(e for group in follow_ups for e in group)]
-        behind = await self.behind(max(e.position for e in events))
-        failures = await self._failures({e.id for e in everything})
+        parked = await self._parked(everything)
+        behind = await self.behind(events, parked)
+        failures = [*await self._dead_letters(everything), *(p.to_json() for p in parked)]
+        functions = await self._function_states(everything, failures)
         status = self._describe(events, behind)
-        status["outcome"] = "failed" if failures else "succeeded"
+        status["outcome"] = self._outcome(everything, failures, functions, truncated)
+        status["functions"] = functions
         status["followUps"] = [self._describe(group, None) for group in follow_ups]
         status["failures"] = failures
+        if truncated:
+            status["truncated"] = True
         return status
 
     async def get(self, request: Request) -> Answer:
@@ -106,32 +118,53 @@ class CommandStatuses:
             (b"content-length", str(len(body)).encode()),
         ], body)  # fmt: skip
 
-    async def behind(self, position: int) -> list[str]:
-        """The read models whose checkpoint has not reached `position`."""
+    async def behind(
+        self, events: Sequence[RecordedEvent], parked: Sequence[ParkedStream] | None = None
+    ) -> list[str]:
+        """The read models that have not applied `events`: their checkpoint has not reached
+        the last one, or they parked one of its streams at or before it (a poison event)."""
         marks = await self._read_store.marks()
+        last = max(e.position for e in events)
+        blocked = {p.projection for p in (await self._parked(events) if parked is None else parked)}
         names = sorted(self._read_store.projections)
-        return [name for name in names if marks.get(name, (0, 0))[0] < position]
+        return [n for n in names if marks.get(n, (0, 0))[0] < last or n in blocked]
 
-    async def wait_applied(self, position: int, seconds: float) -> bool:
-        """Wait up to `seconds` until every read model has passed `position`; whether it did."""
+    async def wait_applied(self, events: Sequence[RecordedEvent], seconds: float) -> bool:
+        """Wait up to `seconds` until every read model has applied `events`; whether they
+        did (at once False when one has parked their stream: no wait will change that)."""
         deadline = time.monotonic() + seconds
         pause = _POLL[0]
-        while await self.behind(position):
+        while True:
+            parked = await self._parked(events)
+            if parked:
+                return False
+            if not await self.behind(events, parked):
+                return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, _POLL[1])
-        return True
 
-    async def _follow_ups(self, events: list[RecordedEvent]) -> list[list[RecordedEvent]]:
+    async def _parked(self, events: Sequence[RecordedEvent]) -> list[ParkedStream]:
+        """The parked streams that hold one of `events` (parked at or before it)."""
+        first: dict[str, int] = {}
+        for event in events:
+            first[event.stream_id] = max(first.get(event.stream_id, 0), event.position)
+        found = await self._read_store.parked_streams()
+        return [p for p in found if p.position <= first.get(p.stream_id, -1)]
+
+    async def _follow_ups(
+        self, events: list[RecordedEvent]
+    ) -> tuple[list[list[RecordedEvent]], bool]:
         """The events caused by `events`, and by those in turn, grouped by the command (or
-        function emit) that appended them, in position order."""
+        function publish) that appended them, in position order; and whether the search
+        stopped at MAX_FOLLOW_UPS events or MAX_DEPTH steps with more to find."""
         groups: dict[str, list[RecordedEvent]] = {}
         causes = [e.id for e in events]
         found = 0
         for _ in range(MAX_DEPTH):
-            if not causes or found >= MAX_FOLLOW_UPS:
+            if found >= MAX_FOLLOW_UPS:
                 break
             caused = await self._store.read_caused_by(causes, MAX_FOLLOW_UPS - found)
             found += len(caused)
@@ -139,10 +172,15 @@ class CommandStatuses:
                 key = str(event.metadata.get("commandId") or event.id)
                 groups.setdefault(key, []).append(event)
             causes = [e.id for e in caused]
-        return sorted(groups.values(), key=lambda group: group[0].position)
+            if not causes:
+                break
+        truncated = bool(causes) and bool(await self._store.read_caused_by(causes, 1))
+        return sorted(groups.values(), key=lambda group: group[0].position), truncated
 
-    async def _failures(self, event_ids: set[str]) -> list[dict[str, Any]]:
-        letters = await self._functions.dead_letters_of(sorted(event_ids))
+    async def _dead_letters(self, events: Sequence[RecordedEvent]) -> list[dict[str, Any]]:
+        """What the app's functions gave up on among `events`. Webhook deliveries are left
+        out: a subscriber's endpoint being down says nothing about the command."""
+        letters = await self._functions.dead_letters_of(sorted({e.id for e in events}))
         return [
             {
                 "function": letter.function,
@@ -154,8 +192,53 @@ class CommandStatuses:
                 "state": letter.status,
             }
             for letter in letters
-            if letter.event.id in event_ids
+            if not letter.function.startswith(WEBHOOK)
         ]
+
+    async def _function_states(
+        self, events: Sequence[RecordedEvent], failures: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, str]]:
+        """Each app function that `events` trigger: `done` once its checkpoint in each event's
+        partition has passed the event, `failed` if it dead-lettered one, else `pending`;
+        `unknown` where its checkpoints are kept by a broker."""
+        states: list[dict[str, str]] = []
+        failed = {f.get("function") for f in failures}
+        for function in self._app_functions:
+            wanted = [e for e in events if function.wants(e.type)]
+            if not wanted:
+                continue
+            if function.name in failed:
+                state = "failed"
+            elif not self._function_progress:
+                state = "unknown"
+            else:
+                checkpoints = await self._functions.load_checkpoints(function.name)
+                partitions = self._functions.partitions
+                done = all(
+                    checkpoints.get(partition_of(e.stream_id, partitions), 0) >= e.position
+                    for e in wanted
+                )
+                state = "done" if done else "pending"
+            states.append({"function": function.name, "state": state})
+        return states
+
+    def _outcome(
+        self,
+        events: Sequence[RecordedEvent],
+        failures: Sequence[object],
+        functions: Sequence[Mapping[str, str]],
+        truncated: bool,
+    ) -> str:
+        """`failed`, `pending` (functions still to run), the outcome the app's last outcome
+        event declares (`Event.outcome`, e.g. an order `rejected`), else `succeeded`."""
+        if failures:
+            return "failed"
+        if truncated or any(f["state"] == "pending" for f in functions):
+            return "pending"
+        declared = [
+            (e.position, self._outcomes[e.type]) for e in events if e.type in self._outcomes
+        ]
+        return max(declared, default=(0, "succeeded"))[1]
 
     def _describe(self, events: list[RecordedEvent], behind: list[str] | None) -> dict[str, Any]:
         """The command that appended `events` (its id and type, the function that sent it if
@@ -217,7 +300,22 @@ def status_path_item() -> dict[str, Any]:
         "allOf": [command],
         "properties": {
             "status": {"enum": ["accepted", "applied"]},
-            "outcome": {"enum": ["succeeded", "failed"]},
+            "outcome": {
+                "type": "string",
+                "description": "failed, pending, succeeded, or "
+                "the outcome an event declares (Event.outcome)",
+            },
+            "functions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "function": {"type": "string"},
+                        "state": {"enum": ["done", "pending", "failed", "unknown"]},
+                    },
+                },
+            },
+            "truncated": {"type": "boolean"},
             "pendingReadModels": {"type": "array", "items": {"type": "string"}},
             "consistencyToken": {"type": "string"},
             "followUps": {"type": "array", "items": command},

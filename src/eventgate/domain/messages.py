@@ -61,6 +61,9 @@ class Event:
 
     type_name: ClassVar[str]
     schema_version: ClassVar[int] = 1
+    outcome: ClassVar[str | None] = None
+    """What this event means for the command that led to it, when it settles one (an order
+    `rejected`): the command status (`/api/commands/{id}`) then says so as its outcome."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

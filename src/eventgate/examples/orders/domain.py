@@ -119,11 +119,13 @@ class OrderLineReserved(Event):
 
 @dataclass(frozen=True)
 class OrderConfirmed(Event):
+    outcome = "confirmed"
     id: str
 
 
 @dataclass(frozen=True)
 class OrderRejected(Event):
+    outcome = "rejected"
     id: str
     line: int
     reason: str
