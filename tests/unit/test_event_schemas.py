@@ -120,6 +120,16 @@ def test_a_bumped_version_is_covered_only_by_upcasters_from_the_released_one() -
     assert breaking_changes(RELEASED, schemas(v3), lambda t, v: (t, v) in steps) == []
 
 
+def test_an_upcaster_deleted_after_its_version_was_released_breaks_readers() -> None:
+    v2 = changed(id=(str,), name=(str,))
+    v2.schema_version = 2
+    released = {"ItemRenamed": {1: event_schema(ItemRenamed), 2: event_schema(v2)}}
+    assert breaking_changes(released, schemas(v2), never) == [
+        "ItemRenamed: schema version 1 -> 2 but no upcaster from version 1"
+    ]
+    assert breaking_changes(released, schemas(v2), lambda t, v: v == 1) == []
+
+
 def test_a_version_below_the_released_one_breaks_readers() -> None:
     released = {"ItemRenamed": {2: event_schema(ItemRenamed)}}
     assert breaking_changes(released, schemas(ItemRenamed), never) == [

@@ -37,15 +37,16 @@ def breaking_changes(
             problems.append(f"{name}: event type removed (no event class is stored as {name})")
             continue
         ((version, schema),) = current[name].items()
-        last = max(versions)
+        first, last = min(versions), max(versions)
         if version < last:
             problems.append(f"{name}: schema version {version} is below the released {last}")
-        elif version > last:
-            missing = [v for v in range(last, version) if not upcaster(name, v)]
-            if missing:
-                problems.append(f"{name}: schema version {last} -> {version} but no upcaster"
-                                f" from version {missing[0]}")  # fmt: skip
-        else:
+            continue
+        # every released version's stored events must still be lifted to the current one
+        missing = [v for v in range(first, version) if not upcaster(name, v)]
+        if missing:
+            problems.append(f"{name}: schema version {first} -> {version} but no"
+                            f" upcaster from version {missing[0]}")  # fmt: skip
+        if version == last:
             problems += [f"{name} v{version}: {p}" for p in _changes(versions[last], schema)]
     return problems
 
