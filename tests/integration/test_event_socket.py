@@ -6,18 +6,26 @@ with 1013 at once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvicorn
-from starlette.types import Message, Receive, Send
+from starlette.types import ASGIApp, Message, Receive, Send
 
 from eventgate.cli.serving import address, bind
 from eventgate.eventstore import NewEvent, SQLiteEventStore
 from eventgate.gateway.upstream import RemoteUpstream
 from eventgate.http.router import Router
 from eventgate.streaming.sse import EventStream
-from eventgate.streaming.websocket import PROTOCOL, EventSocket
+from eventgate.streaming.websocket import (
+    MAX_EVENT,
+    MESSAGE_BURST,
+    MESSAGE_RATE,
+    PROTOCOL,
+    EventSocket,
+)
 
 SCOPE = {"type": "websocket", "path": "/api/events/ws", "query_string": b"", "headers": [],
          "subprotocols": [PROTOCOL]}  # fmt: skip
@@ -114,3 +122,126 @@ async def test_past_the_client_limit_a_connection_is_closed_with_1013(tmp_path: 
     assert sent[1]["code"] == 1013 and "try again later" in sent[1]["reason"]
     assert events.clients == 0
     await store.close()
+
+
+async def scripted(
+    server: ASGIApp, messages: list[str], enough: Callable[[list[Message]], bool] = bool
+) -> list[Message]:
+    """What `server` sends a client that sends `messages` at once, then waits until it
+    closes, what it sent is `enough` (then it leaves), or 5 s."""
+    incoming: list[Message] = [{"type": "websocket.connect"}]
+    incoming += [{"type": "websocket.receive", "text": text} for text in messages]
+    sent: list[Message] = []
+    closed = asyncio.Event()
+
+    async def receive() -> Message:
+        if incoming:
+            return incoming.pop(0)
+        await closed.wait()
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if message["type"] == "websocket.close" or (enough is not bool and enough(sent)):
+            closed.set()
+
+    async def close_later() -> None:
+        await asyncio.sleep(5)
+        closed.set()
+
+    later = asyncio.create_task(close_later())
+    await server(dict(SCOPE), receive, send)
+    later.cancel()
+    return sent
+
+
+def errors_in(sent: list[Message]) -> list[dict[str, Any]]:
+    texts = [orjson.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
+    return [m["problem"] for m in texts if m["type"] == "error"]
+
+
+async def test_a_subscription_with_a_glob_past_the_limits_is_refused_naming_them(
+    tmp_path: Path,
+) -> None:
+    store = await store_of_five(tmp_path)
+    subscribe = {"type": "subscribe", "subscription": "slow", "types": ["*a" * 600 + "b"] * 50}
+    socket = EventSocket(EventStream(store, "urn:eventgate:test"))
+    sent = await scripted(socket, [orjson.dumps(subscribe).decode()])
+    [problem] = errors_in(sent)
+    assert problem["status"] == 422 and "200 characters" in problem["detail"]
+    await store.close()
+
+
+async def test_messages_past_the_rate_are_refused_and_sustained_they_close_with_1008(
+    tmp_path: Path,
+) -> None:
+    store = await store_of_five(tmp_path)
+    unsubscribe = '{"type": "unsubscribe", "subscription": "none"}'
+    socket = EventSocket(EventStream(store, "urn:eventgate:test"))
+    sent = await scripted(socket, [unsubscribe] * 1000)
+    statuses = [problem["status"] for problem in errors_in(sent)]
+    assert statuses[:MESSAGE_BURST] == [404] * MESSAGE_BURST  # a burst is taken
+    assert 429 in statuses and len(statuses) < 1000
+    closed = sent[-1]
+    assert closed["type"] == "websocket.close" and closed["code"] == 1008
+    assert f"rate of {MESSAGE_RATE:g} a second" in closed["reason"]
+    await store.close()
+
+
+async def store_with_big_events(path: Path) -> SQLiteEventStore:
+    """Events of 1 byte, 5 MiB (past aiohttp's default message size), over MAX_EVENT, 1 byte:
+    the stores take any size (a function may append what a command body could not carry)."""
+    store = await SQLiteEventStore.open(path / "events.sqlite")
+    for size in (1, 5 * 2**20, MAX_EVENT + 1, 1):
+        await store.append("s", [NewEvent("E", {"blob": "x" * size})])
+    return store
+
+
+def assert_each_event_or_an_error_naming_it(sent: list[Message]) -> None:
+    texts = [orjson.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
+    assert texts[0] == {"type": "subscribed", "subscription": "a"}
+    assert [m["type"] for m in texts[1:]] == ["event", "event", "error", "event"]
+    assert [len(m["event"]["data"]["blob"]) for m in texts[1:3]] == [1, 5 * 2**20]
+    too_big = texts[3]
+    assert too_big["subscription"] == "a" and too_big["sequence"] == "3"
+    assert too_big["problem"]["status"] == 413 and "16 MiB" in too_big["problem"]["detail"]
+    assert texts[4]["event"]["sequence"] == "4"  # it goes on past the one it could not send
+    answered = max(n for n, m in enumerate(sent) if m["type"] == "websocket.send")
+    assert all(m["type"] != "websocket.close" for m in sent[:answered])  # not closed before
+
+
+def four_answers(sent: list[Message]) -> bool:
+    return sum(m["type"] == "websocket.send" for m in sent) == 5
+
+
+SUBSCRIBE = '{"type": "subscribe", "subscription": "a"}'
+
+
+async def test_an_event_over_the_message_limit_is_an_error_with_its_sequence_then_the_next(
+    tmp_path: Path,
+) -> None:
+    store = await store_with_big_events(tmp_path)
+    socket = EventSocket(EventStream(store, "urn:eventgate:test"))
+    sent = await scripted(socket, [SUBSCRIBE], four_answers)
+    assert_each_event_or_an_error_naming_it(sent)
+    await store.close()
+
+
+async def test_serve_gateways_relay_carries_events_up_to_the_limit_and_the_error_past_it(
+    tmp_path: Path,
+) -> None:
+    store = await store_with_big_events(tmp_path)
+    listening = bind("127.0.0.1", 0)
+    service = Router([], {SCOPE["path"]: EventSocket(EventStream(store, "urn:eventgate:test"))})
+    server = uvicorn.Server(uvicorn.Config(service, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    upstream = RemoteUpstream([address(listening)])
+    try:
+        sent = await scripted(upstream, [SUBSCRIBE], four_answers)
+    finally:
+        await upstream.aclose()
+        server.should_exit = True
+        await serving
+        listening.close()
+        await store.close()
+    assert_each_event_or_an_error_naming_it(sent)

@@ -57,3 +57,18 @@ async def test_past_the_client_limit_a_stream_is_refused_with_retry_after(
         await stream.all(request())
     assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "5"
     await store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "limit"),
+    [(b"type=" + b"*a" * 600 + b"b", b"200 characters"), (b"type=" + b"*a" * 9, b"8 '*'")],
+)
+async def test_a_type_filter_past_its_limits_is_refused_with_400_naming_the_limit(
+    tmp_path: Path, query: bytes, limit: bytes
+) -> None:
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    stream = EventStream(store, "urn:eventgate:test")
+    with pytest.raises(HTTPProblem) as refused:
+        await stream.all(request(query))
+    assert refused.value.status == 400 and limit.decode() in str(refused.value)
+    await store.close()

@@ -24,6 +24,34 @@ def test_type_filters_take_names_and_globs() -> None:
         TypeFilter([])
 
 
+def test_type_filters_match_names_exactly_and_globs_as_fnmatch_does() -> None:
+    wanted = TypeFilter(["Item?Created", "[AB]dded", "Item.Renamed"])
+    assert wanted("ItemsCreated") and wanted("Added") and wanted("Item.Renamed")
+    assert not wanted("ItemCreated") and not wanted("Cdded") and not wanted("ItemxRenamed")
+
+
+@pytest.mark.parametrize(
+    ("patterns", "limit"),
+    [
+        (["x" * 201], "200 characters"),
+        (["*a" * 9], "8 '*'"),
+        (["*a" * 600 + "b"], "200 characters"),  # the reviewer's: 0.5 s to compile, 50 of them
+        ([f"Item{n}*" + "x" * 190 for n in range(6)], "1000 characters together"),
+    ],
+)
+def test_a_type_filter_past_its_limits_is_refused_naming_the_limit(
+    patterns: list[str], limit: str
+) -> None:
+    with pytest.raises(ConfigError, match=limit):
+        TypeFilter(patterns)
+
+
+def test_a_type_filter_takes_patterns_at_its_limits() -> None:
+    names = TypeFilter(["x" * 200] * 50)  # names cost no regex: any number of them
+    assert names("x" * 200)
+    assert TypeFilter(["*a" * 8, *[f"I{n}*" + "x" * 190 for n in range(4)]])("aaaaaaaa")
+
+
 async def test_a_subscription_filters_by_type_and_resumes_from_its_checkpoint(
     tmp_path: Path,
 ) -> None:

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from eventgate.http.problems import problem
+from eventgate.streaming.websocket import MAX_EVENT
 
 __all__ = ["relay_socket"]
 
@@ -32,8 +33,9 @@ _log = logging.getLogger(__name__)
 _HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
               "sec-websocket-protocol")  # fmt: skip
 """aiohttp makes these of its own for the service's handshake."""
-MAX_MESSAGE = 4 * 1024 * 1024
-"""Bytes of one message from the service (an event; the client's own are capped by uvicorn)."""
+MAX_MESSAGE = MAX_EVENT
+"""Bytes of one message from the service: as many as an event message may have (the
+service sends an error for a bigger event; the client's own messages are capped by uvicorn)."""
 TOO_SLOW, BAD_GATEWAY = 1008, 1014
 _UNSENDABLE = {1005, 1006, 1015}
 """Codes that say no close frame came: never sent in one."""

@@ -8,14 +8,22 @@ Client to server, JSON text frames: `{"type": "subscribe", "subscription": ID, "
 of each subscription in store order (the CloudEvent exactly as SSE's `data:`; its
 `sequence` is the position to resume `after`), and `{"type": "error", "subscription":
 ID-or-null, "problem": {type, title, status, detail}}` for a message the server cannot take;
-the connection stays open after an error.
+the connection stays open after an error. An event whose message would be over MAX_EVENT
+bytes is not sent: its subscription gets an `error` (413) with the event's `sequence`
+instead, and goes on (the stores take events of any size, and a client or relay that cannot
+take a message closes the connection, so it would fail at the same event forever).
+
+A connection may send MESSAGE_RATE messages a second, MESSAGE_BURST at once (a token
+bucket): one past that is answered with a 429 error and not taken, and MESSAGE_BURST such
+refusals in a row close the connection with 1008 (type filters cost a regex compile each).
 
 The bounds are the SSE endpoint's: each subscription reads the store only as fast as its
 events are sent; the connection counts against the client limit it shares with SSE; a
 client that does not take a frame within `send_timeout` seconds is closed. Close codes
 (RFC 6455 and the IANA registry):
 
-- 1008 policy violation: the client took more than `send_timeout` s to take a frame
+- 1008 policy violation: the client took more than `send_timeout` s to take a frame, or
+  kept sending messages past the rate
 - 1009 message too big: a client message over MAX_MESSAGE bytes
 - 1011 internal error: the server could not read the store
 - 1013 try again later: past the client limit (at once, after the handshake)
@@ -26,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +52,11 @@ from eventgate.streaming.sse import EVENTS_PATH, FRAMES_KEPT, MAX_FILTERS, Event
 
 __all__ = [
     "EVENTS_SOCKET_PATH",
+    "MAX_EVENT",
     "MAX_MESSAGE",
     "MAX_SUBSCRIPTIONS",
+    "MESSAGE_BURST",
+    "MESSAGE_RATE",
     "PROTOCOL",
     "EventSocket",
 ]
@@ -55,9 +67,14 @@ PROTOCOL = "eventgate.events.v1"
 """The subprotocol the server selects when the client offers it."""
 MAX_MESSAGE = 64 * 1024
 """Bytes of one client message (uvicorn's ws_max_size is the same: cli/serving.py)."""
+MAX_EVENT = 16 * 1024 * 1024
+"""Bytes of one `event` message the server sends (serve gateway's relay takes as many)."""
 MAX_SUBSCRIPTIONS = 32
 MAX_ID = 64
-TOO_SLOW, TOO_BIG, FAILED, TRY_LATER = 1008, 1009, 1011, 1013
+MESSAGE_RATE = 10.0
+MESSAGE_BURST = 2 * MAX_SUBSCRIPTIONS
+"""A client may (re)subscribe all it may have at once, twice."""
+TOO_SLOW, TOO_FAST, TOO_BIG, FAILED, TRY_LATER = 1008, 1008, 1009, 1011, 1013
 
 
 class EventSocket:
@@ -118,6 +135,29 @@ class _TooSlow(Exception):
     pass
 
 
+class _TooFast(Exception):
+    pass
+
+
+class _TokenBucket:
+    """`rate` tokens a second, at most `burst` kept."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 @dataclass(frozen=True)
 class _Subscribe:
     subscription: str
@@ -138,6 +178,8 @@ class _Connection:
         self._lock = asyncio.Lock()
         self._subscriptions: dict[str, asyncio.Task[None]] = {}
         self._ended: asyncio.Future[tuple[int, str] | None] = asyncio.Future()
+        self._bucket = _TokenBucket(MESSAGE_RATE, MESSAGE_BURST)
+        self._refused_in_a_row = 0
 
     async def run(self) -> None:
         receiving = asyncio.create_task(self._receive_all())
@@ -170,7 +212,12 @@ class _Connection:
                     self._end((TOO_BIG, f"a message is at most {MAX_MESSAGE} bytes"))
                     return
                 try:
+                    self._count_against_the_rate()
                     await self._take(text)
+                except _TooFast:
+                    self._end((TOO_FAST, f"more than {MESSAGE_BURST} messages past the rate"
+                                         f" of {MESSAGE_RATE:g} a second"))  # fmt: skip
+                    return
                 except _Refused as e:
                     problem = problem_body(e.status, e.detail)
                     await self._send({"type": "error", "subscription": e.subscription,
@@ -179,6 +226,16 @@ class _Connection:
             self._end(self._too_slow())
         except OSError:  # the server's ClientDisconnected: gone while we sent
             self._end(None)
+
+    def _count_against_the_rate(self) -> None:
+        if self._bucket.take():
+            self._refused_in_a_row = 0
+            return
+        self._refused_in_a_row += 1
+        if self._refused_in_a_row >= MESSAGE_BURST:
+            raise _TooFast
+        detail = f"at most {MESSAGE_RATE:g} messages a second ({MESSAGE_BURST} at once)"
+        raise _Refused(429, detail + "; this one was not taken")
 
     async def _take(self, text: str | None) -> None:
         if text is None:
@@ -235,7 +292,11 @@ class _Connection:
         try:
             async for events in batches:
                 for event in events:
-                    await self._send_text(head + self._socket.cloudevent(event) + "}")
+                    text = head + self._socket.cloudevent(event) + "}"
+                    if len(text) > MAX_EVENT // 4 and len(text.encode()) > MAX_EVENT:
+                        await self._send(_too_big(sid, event.position))
+                    else:
+                        await self._send_text(text)
         finally:
             await batches.aclose()  # type: ignore[attr-defined]
 
@@ -267,6 +328,13 @@ class _Connection:
                     await self._asgi_send({"type": "websocket.send", "text": text})
             except TimeoutError:
                 raise _TooSlow from None
+
+
+def _too_big(sid: str, position: int) -> dict[str, Any]:
+    detail = (f"event {position} is over the {MAX_EVENT // 2**20} MiB a WebSocket message"
+              " carries: read it from GET /api/events, or go on without it")  # fmt: skip
+    return {"type": "error", "subscription": sid, "sequence": str(position),
+            "problem": problem_body(413, detail)}  # fmt: skip
 
 
 def _subscription_id(value: object) -> str:
