@@ -29,6 +29,7 @@ bench: $(STAMP)  ## the benchmarks under bench/ (http_load.py needs wrk, hub.py 
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/functions.py
 	$(BIN)/python bench/hub.py
+	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/http_load.py
 
 clean:
