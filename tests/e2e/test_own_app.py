@@ -217,3 +217,14 @@ def test_a_command_on_another_kind_of_aggregate_is_404(client: httpx.Client) -> 
     estimate = {"Content-Type": MODEL.format("EstimateTask")}
     misdirected = client.post(f"/api/tasks/{board_id}", json={"points": 1}, headers=estimate)
     assert misdirected.status_code == 404
+
+
+def test_command_status_and_prefer_wait_work_for_this_app_too(client: httpx.Client) -> None:
+    waited = client.post("/api/boards", json={"title": "Waited"}, headers={"Prefer": "wait=5"})
+    assert waited.status_code == 200 and waited.json()["status"] == "applied"
+    status = client.get(waited.json()["links"]["status"])
+    assert status.status_code == 200
+    found = status.json()
+    assert found["status"] == "applied" and found["resources"] == [waited.headers["Location"]]
+    assert [e["stream"] for e in found["events"]] == [waited.json()["id"]]
+    assert client.get("/asyncapi.json").json()["asyncapi"] == "3.0.0"
