@@ -12,8 +12,14 @@ import pytest
 from aiohttp import web
 
 from eventgate.bootstrap import System
+from eventgate.eventstore.model import NewEvent
 from eventgate.functions.admin import admin_app
+from eventgate.functions.context import Services
+from eventgate.functions.runner import partition_of
+from eventgate.functions.worker import FunctionWorker
+from eventgate.webhooks.catalog import WebhookCatalog
 from eventgate.webhooks.delivery import DeliveryFailed, Sender
+from eventgate.webhooks.model import parse_new, parse_update
 from tests.postgres import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -116,3 +122,70 @@ async def test_the_admin_api_refuses_a_private_address(system: System) -> None:
         made = await client.post("/admin/webhooks", json={"url": "https://example.com/hook"})
         assert made.status_code == 201
     assert [s.url for s in await system.webhooks.all()] == ["https://example.com/hook"]
+
+
+async def test_a_disabled_subscription_holds_an_event_whose_receiver_hangs(
+    system: System, target: Callable[[Handler], Awaitable[str]]
+) -> None:
+    """A receiver hangs past the POST timeout in two streams while another worker disables
+    the subscription: the last attempts find it disabled and the events are held, not
+    dead-lettered, past the function's timeout; the worker stops it with its checkpoint
+    below them, and enabling it again delivers them."""
+    gate, arrived, delivered = asyncio.Event(), asyncio.Event(), []
+
+    async def hang(request: web.Request) -> web.Response:
+        arrived.set()
+        await gate.wait()  # past the sender's timeout until the test opens it
+        delivered.append(request.headers["webhook-id"])
+        return web.Response(status=204)
+
+    made = parse_new({"url": await target(hang), "retries": 0}, await system.store.head())
+    await system.webhooks.create(made)
+    sender = Sender(private=True, timeout=0.3)
+    services = Services(system.store, system.commands, system.functions, system.settings.data_dir)
+    catalog = WebhookCatalog(system.webhooks, "urn:test", sender)
+    worker = FunctionWorker([], services, heartbeat=30.0, ttl=60.0, catalog=catalog)
+    running = asyncio.create_task(worker.run())  # one heartbeat: the test refreshes it
+    try:
+        events = [
+            (await system.store.append(stream, [NewEvent("InventoryItemCreated", {})]))[0]
+            for stream in ("InventoryItem-a", "InventoryItem-b")
+        ]
+        await asyncio.wait_for(arrived.wait(), 10)
+        current = await system.webhooks.get(made.id)
+        assert current is not None
+        assert await system.webhooks.update(parse_update(current, {"enabled": False}))
+        await until(lambda: failing(system, made.id, 2))  # both last attempts found it off
+        await asyncio.sleep(sender.timeout + 3.0)  # past the function's timeout (+2 s)
+        assert await system.functions.dead_letters(made.function) == []
+        await worker.refresh()  # the worker sees it disabled: stopped, checkpoints saved
+        checkpoints = await system.functions.load_checkpoints(made.function)
+        parts = system.functions.partitions
+        assert all(checkpoints[partition_of(e.stream_id, parts)] < e.position for e in events)
+        found = await system.webhooks.get(made.id)
+        assert found is not None
+        assert await system.webhooks.update(parse_update(found, {"enabled": True}))
+        gate.set()
+        await worker.refresh()
+        await until(lambda: ready(set(delivered) == {e.id for e in events}))
+        assert await system.functions.dead_letters(made.function) == []
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def ready(value: bool) -> bool:
+    return value
+
+
+async def failing(system: System, subscription_id: str, count: int) -> bool:
+    found = await system.webhooks.get(subscription_id)
+    return found is not None and found.failing >= count
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.05)

@@ -45,7 +45,7 @@ from nats.js.kv import KeyValue
 from eventgate.broker.connection import Broker
 from eventgate.broker.wire import decode
 from eventgate.functions.api import Function, FunctionEvent
-from eventgate.functions.attempts import Failure, backoff, invoke, park, too_old
+from eventgate.functions.attempts import Failure, backoff, hold, invoke, park, too_old
 from eventgate.functions.context import Context, Services
 from eventgate.functions.runner import every
 
@@ -346,6 +346,8 @@ class JetStreamRunner:
                 ctx.logger.warning("%s attempt %d failed: %s: %s", function.name, attempt,
                                    outcome.error_type, outcome.message)  # fmt: skip
                 failure = outcome
+        if failure.held:  # kept alive, unacked, until this runner is stopped (then nak'd)
+            await hold(function, event, failure)
         if failure.final or attempt > function.retries or failure.error_type == "EventTooOld":
             await self._give_up(partition, held, failure, attempt, first)
             if failed:
@@ -406,6 +408,8 @@ class JetStreamRunner:
                     ctx.logger.info("dead letter %d replayed", letter)
                     return True
                 self._counts[1] += 1
+                if failure.held:  # still a dead letter to replay for the next runner
+                    await hold(function, held.event, failure)
                 if failure.final or attempt > function.retries:
                     await self._surely("dead-letter", park, self._services, function, partition,
                                        held.event, failure, attempt, first)  # fmt: skip

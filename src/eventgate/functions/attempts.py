@@ -11,20 +11,23 @@ from datetime import UTC, datetime
 
 from eventgate.functions.api import DeadLetter, Function, FunctionEvent, Retry
 from eventgate.functions.context import Context, Services
+from eventgate.functions.model import Hold
 
-__all__ = ["Failure", "backoff", "invoke", "park", "too_old"]
+__all__ = ["Failure", "backoff", "hold", "invoke", "park", "too_old"]
 
 log = logging.getLogger("eventgate.functions")
 
 
 @dataclass(frozen=True)
 class Failure:
-    """Why an attempt failed; `delay`: the function asked for this wait; `final`: no retry."""
+    """Why an attempt failed; `delay`: the function asked for this wait; `final`: no retry;
+    `held`: neither a retry nor a dead letter (Hold)."""
 
     error_type: str
     message: str
     delay: float | None = None
     final: bool = False
+    held: bool = False
 
 
 async def invoke(function: Function, ctx: Context) -> Failure | None:
@@ -36,11 +39,20 @@ async def invoke(function: Function, ctx: Context) -> Failure | None:
         return Failure("Retry", str(e), e.delay)
     except DeadLetter as e:
         return Failure("DeadLetter", e.reason, final=True)
+    except Hold as e:
+        return Failure("Hold", str(e), held=True)
     except TimeoutError:
         return Failure("Timeout", f"no result within {function.timeout:g} s")
     except Exception as e:
         return Failure(type(e).__qualname__, str(e)[:2000] or repr(e))
     return None
+
+
+async def hold(function: Function, event: FunctionEvent, failure: Failure) -> None:
+    """Wait, the event unfinished, until the runner is stopped (cancelled)."""
+    log.info("%s: event %s (stream %s) held until the function is stopped: %s",
+             function.name, event.id, event.stream_id, failure.message)  # fmt: skip
+    await asyncio.Future()
 
 
 def too_old(function: Function, event: FunctionEvent, replay: bool) -> Failure | None:

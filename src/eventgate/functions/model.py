@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eventgate.eventstore.model import RecordedEvent
 
-__all__ = ["DeadLetter", "FunctionEvent", "Retry"]
+__all__ = ["DeadLetter", "FunctionEvent", "Hold", "Retry"]
 
 
 FunctionEvent = RecordedEvent
@@ -25,3 +25,11 @@ class DeadLetter(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Hold(Exception):
+    """Raise to leave the event unfinished, neither retried nor dead-lettered: its lane waits,
+    outside any attempt's timeout, until the runner is stopped, and the next runner gets the
+    event again (the checkpoint stays below it). For runtime-made functions whose catalog
+    drops them (a disabled webhook); a declared function holding would wait until its
+    partition moves."""

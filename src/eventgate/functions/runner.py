@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventgate.functions.api import Function, FunctionEvent
-from eventgate.functions.attempts import Failure, backoff, invoke, park, too_old
+from eventgate.functions.attempts import Failure, backoff, hold, invoke, park, too_old
 from eventgate.functions.context import Context, Services
 
 __all__ = ["FunctionRunner", "every", "partition_of"]
@@ -252,6 +252,8 @@ class FunctionRunner:
             if failure is None:
                 await self._succeeded(item, ctx)
                 return
+            if failure.held:  # unfinished until this runner is stopped
+                await hold(self.function, item.event, failure)
             self._counts[1] += 1
             first_failure = first_failure or datetime.now(UTC)
             ctx.logger.warning(

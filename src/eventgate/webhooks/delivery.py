@@ -12,7 +12,6 @@ where the connection is made, so a name cannot be pointed inside after it was ac
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import logging
@@ -30,6 +29,7 @@ from standardwebhooks import Webhook
 
 from eventgate.functions.api import FunctionEvent, Retry
 from eventgate.functions.context import Context
+from eventgate.functions.model import Hold
 from eventgate.hub.hub import TypeFilter
 from eventgate.streaming.cloudevents import structured
 from eventgate.webhooks.model import Invalid, Subscription
@@ -163,7 +163,7 @@ class Delivery:
         if event.position <= s.start or (self._streams and not self._streams(event.stream_id)):
             return
         if self.disabled:
-            await self._hold()
+            raise Hold("subscription disabled")
         body = orjson.dumps(structured(self._source, event))
         now = datetime.now(UTC)
         headers = {
@@ -176,21 +176,16 @@ class Delivery:
             await self._sender.post(s.url, body, headers)
         except (DeliveryFailed, Retry) as e:
             if ctx.attempt > s.retries and await self._dead_lettered(str(e)):
-                await self._hold()
+                raise Hold("subscription disabled") from None
             raise
         if self.failing:
             self.failing = 0
             await self._store.delivered(s.id)
 
-    async def _hold(self) -> None:
-        """Wait, unfinished, for the worker to stop this disabled subscription's runner (it
-        polls every heartbeat); the event is then delivered after it is enabled again."""
-        await asyncio.sleep(self._sender.timeout + 5.0)  # past the attempt's timeout
-        raise Retry(60.0, "subscription disabled")
-
     async def _dead_lettered(self, error: str) -> bool:
         """Count a last failed attempt; True when the subscription was disabled before it
-        (by another worker, say): then the event is held rather than dead-lettered."""
+        (by another worker, say): then the event is held (Hold: the runner keeps it
+        unfinished until the worker stops this disabled subscription), not dead-lettered."""
         try:
             now = await self._store.failed(self.subscription.id, error[:300])
         except Exception:
