@@ -288,7 +288,11 @@ def query_service(system: System, cipher: ETagCipher, config: GatewayConfig) -> 
         cipher,
         allow=allowed_methods(resources, route_table(system.app)),
         consistency_wait=config.consistency_wait,
-        events=EventStream(system.store, source_of(system.app.name)),
+        events=EventStream(
+            system.store,
+            source_of(system.app.name),
+            max_per_consumer=config.max_streams_per_consumer,
+        ),
         schemas=schema_registry(system.app),
         statuses=command_statuses(system),
     )

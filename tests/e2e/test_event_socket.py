@@ -5,6 +5,7 @@ WebSocket), and Envoy; then across a server restart, and behind API keys and sco
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,53 @@ def test_a_reader_subscribes_with_its_key_in_a_header_or_in_api_key(
             socket.subscribe("mine", streams=[item])
             [created] = socket.events({"mine": 1})["mine"]
             assert created["subject"] == item
+
+
+LIMITED = """
+[gateway]
+max_streams_per_consumer = 2
+
+[[gateway.consumers]]
+name = "browser"
+key_sha256 = "{browser}"
+scopes = ["read"]
+
+[[gateway.consumers]]
+name = "other"
+key_sha256 = "{other}"
+scopes = ["read"]
+"""
+
+
+def test_one_consumer_holds_at_most_its_streams_and_others_still_get_theirs(
+    tmp_path: Path,
+) -> None:
+    keys = {"browser": "browser-key", "other": "other-key"}
+    server = keyed_server(tmp_path, LIMITED, keys).start()
+    browser, other = {"X-API-Key": keys["browser"]}, {"X-API-Key": keys["other"]}
+    try:
+        with (
+            server.client(headers=browser) as client,
+            EventSocket(server.url, headers=browser) as socket,
+        ):
+            socket.subscribe("first")  # the connection's own stream
+            with client.stream("GET", "/api/events?heartbeat=1", timeout=20) as held:
+                assert held.status_code == 200 and next(held.iter_lines()) == "retry: 2000"
+                socket.send(type="subscribe", subscription="second")
+                refused = socket.next()
+                assert refused["subscription"] == "second"
+                assert refused["problem"]["status"] == 429
+                assert "2 event streams" in refused["problem"]["detail"]
+                more = client.get("/api/events")
+                assert more.status_code == 429 and more.headers["Retry-After"] == "5"
+                with client.stream("GET", "/api/events", headers=other) as theirs:
+                    assert theirs.status_code == 200  # another consumer has streams of its own
+            for _ in range(20):  # the server notices the SSE client left at its next heartbeat
+                socket.send(type="subscribe", subscription="second")
+                if socket.next()["type"] == "subscribed":
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError("the stream of a closed SSE connection was never freed")
+    finally:
+        server.stop()

@@ -245,3 +245,68 @@ async def test_serve_gateways_relay_carries_events_up_to_the_limit_and_the_error
         listening.close()
         await store.close()
     assert_each_event_or_an_error_naming_it(sent)
+
+
+class Client:
+    """A WebSocket client of `socket` as `consumer`, in process: `say` a message, `heard`
+    what the server sent, `leave` to disconnect."""
+
+    def __init__(self, socket: EventSocket, consumer: str) -> None:
+        self.incoming: asyncio.Queue[Message] = asyncio.Queue()
+        self.sent: list[Message] = []
+        self.incoming.put_nowait({"type": "websocket.connect"})
+        headers = [(b"x-eventgate-consumer", consumer.encode())]
+        self.task = asyncio.create_task(socket({**SCOPE, "headers": headers},
+                                               self.incoming.get, self._send))  # fmt: skip
+
+    async def _send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    async def say(self, text: str) -> dict[str, Any]:
+        """Send `text`; the server's answer (the next message that is not an event)."""
+        before = len(self.sent)
+        self.incoming.put_nowait({"type": "websocket.receive", "text": text})
+        async with asyncio.timeout(5):
+            while True:
+                for message in self.sent[before:]:
+                    if message["type"] == "websocket.send" and '"event"' not in message["text"]:
+                        answer: dict[str, Any] = orjson.loads(message["text"])
+                        return answer
+                await asyncio.sleep(0.01)
+
+    async def leave(self) -> None:
+        self.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await self.task
+
+
+def subscribe(sid: str) -> str:
+    return orjson.dumps({"type": "subscribe", "subscription": sid}).decode()
+
+
+async def test_a_consumer_past_its_streams_gets_429_for_a_subscription_and_1013_for_a_socket(
+    tmp_path: Path,
+) -> None:
+    store = await store_of_five(tmp_path)
+    events = EventStream(store, "urn:eventgate:test", max_per_consumer=2)
+    socket = EventSocket(events)
+    first = Client(socket, "browser")
+    assert (await first.say(subscribe("a")))["type"] == "subscribed"  # the connection's own
+    assert (await first.say(subscribe("b")))["type"] == "subscribed"
+    refused = await first.say(subscribe("c"))
+    assert refused["subscription"] == "c" and refused["problem"]["status"] == 429
+    assert "2 event streams" in refused["problem"]["detail"]
+    second = Client(socket, "browser")
+    await second.task
+    closed = second.sent[-1]
+    assert closed["type"] == "websocket.close" and closed["code"] == 1013
+    assert "2 event streams" in closed["reason"] and len(closed["reason"].encode()) <= 123
+    other = Client(socket, "other")  # another consumer has its own
+    assert (await other.say(subscribe("a")))["type"] == "subscribed"
+    unsubscribe = '{"type": "unsubscribe", "subscription": "b"}'
+    assert (await first.say(unsubscribe))["type"] == "unsubscribed"
+    assert (await first.say(subscribe("c")))["type"] == "subscribed"  # b's stream is free
+    await first.leave()
+    await other.leave()
+    assert events.quota.held("browser") == events.quota.held("other") == 0
+    assert events.clients == 0
+    await store.close()

@@ -72,3 +72,43 @@ async def test_a_type_filter_past_its_limits_is_refused_with_400_naming_the_limi
         await stream.all(request(query))
     assert refused.value.status == 400 and limit.decode() in str(refused.value)
     await store.close()
+
+
+def consumer_request(consumer: str | None) -> Request:
+    named = [(b"x-eventgate-consumer", consumer.encode())] if consumer else []
+    return Request({**request().scope, "headers": named})
+
+
+async def test_a_consumer_past_its_streams_is_refused_with_429_and_others_are_not(
+    tmp_path: Path,
+) -> None:
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    stream = EventStream(store, "urn:eventgate:test", max_per_consumer=2)
+    leave = asyncio.Event()
+
+    async def receive() -> Message:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        pass
+
+    async def follow(consumer: str | None) -> None:
+        app = await stream.all(consumer_request(consumer))
+        await app(consumer_request(consumer).scope, receive, send)
+
+    held = [asyncio.create_task(follow("browser")) for _ in range(2)]
+    held += [asyncio.create_task(follow(None)) for _ in range(3)]  # anonymous: the process limit
+    await asyncio.sleep(0.1)
+    with pytest.raises(HTTPProblem) as refused:
+        await stream.all(consumer_request("browser"))
+    assert refused.value.status == 429 and "2 event streams" in str(refused.value)
+    assert refused.value.headers["Retry-After"] == "5"
+    held.append(asyncio.create_task(follow("other")))  # another consumer has its own
+    await asyncio.sleep(0.1)
+    assert stream.clients == 6 and stream.quota.held("other") == 1
+    leave.set()
+    await asyncio.gather(*held)
+    assert stream.quota.held("browser") == 0
+    await stream.all(consumer_request("browser"))  # its streams are free again
+    await store.close()

@@ -26,6 +26,7 @@ def test_a_full_config_loads(tmp_path: Path) -> None:
 [gateway]
 max_body_bytes = 4096
 consistency_wait = 0.5
+max_streams_per_consumer = 7
 etag_key_hex = "{"0f" * 64}"
 
 [[gateway.consumers]]
@@ -37,12 +38,14 @@ rate_limit = "20/second"
         )
     )
     assert config.auth_enabled and config.max_body_bytes == 4096
+    assert config.max_streams_per_consumer == 7
     assert config.consumers[0].rate_limit is not None
     assert config.consumers[0].rate_limit.amount == 20
 
 
 def test_no_file_means_defaults_with_auth_off() -> None:
     assert not load_config(None).auth_enabled
+    assert load_config(None).max_streams_per_consumer == 100
 
 
 @pytest.mark.parametrize(
@@ -52,6 +55,7 @@ def test_no_file_means_defaults_with_auth_off() -> None:
         ('[gateway]\nconsistency_wait = "soon"\n', "consistency_wait"),
         ('[gateway]\netag_key_hex = "xyz"\n', "etag_key_hex must be 128 hex digits"),
         ("[gateway]\nmax_body_bytes = 0\n", "max_body_bytes must be a positive integer"),
+        ("[gateway]\nmax_streams_per_consumer = -1\n", "max_streams_per_consumer must be a"),
         (f'[[gateway.consumers]]\nname = ""\nkey_sha256 = "{DIGEST}"\nscopes = ["read"]\n', "name"),
         (
             f'[[gateway.consumers]]\nname = "a"\nkey_sha256 = "{DIGEST}"\nscopes = ["root"]\n',

@@ -12,6 +12,7 @@ from limits import RateLimitItem, parse
 
 from eventgate.config import read_toml
 from eventgate.errors import ConfigError
+from eventgate.streaming.quota import MAX_STREAMS_PER_CONSUMER
 
 __all__ = ["SCOPES", "Consumer", "GatewayConfig", "load_config"]
 
@@ -40,6 +41,10 @@ class GatewayConfig:
     max_body_bytes: int = 1024 * 1024
     consistency_wait: float = 2.0
     etag_key_hex: str | None = None
+    max_streams_per_consumer: int = MAX_STREAMS_PER_CONSUMER
+    """Event streams (SSE connections, WebSocket subscriptions) one consumer may hold in a
+    query-service process (streaming/quota.py); without auth, clients are held only to the
+    process's limit."""
 
     @property
     def auth_enabled(self) -> bool:
@@ -67,6 +72,10 @@ def load_config(path: Path | None) -> GatewayConfig:
         max_body_bytes=_positive_int(gateway.get("max_body_bytes", 1024 * 1024), "max_body_bytes"),
         consistency_wait=float(wait),
         etag_key_hex=key,
+        max_streams_per_consumer=_positive_int(
+            gateway.get("max_streams_per_consumer", MAX_STREAMS_PER_CONSUMER),
+            "max_streams_per_consumer",
+        ),
     )
 
 

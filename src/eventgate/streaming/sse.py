@@ -10,7 +10,9 @@ Memory stays bounded whatever the client does: events are read in batches only a
 they are sent (live ones from the tail all clients share, streaming/tail.py), and a client
 that does not take a message within `send_timeout` seconds is told why (a last
 `eventgate.disconnected` event, if it still reads) and disconnected; it resumes with its
-Last-Event-ID. A comment line goes out every
+Last-Event-ID. A process takes `max_clients` clients, and each consumer (the gateway's
+name for the API key) `max_per_consumer` streams of them (streaming/quota.py): past that a
+stream is refused with 429. A comment line goes out every
 `heartbeat` seconds (5; `?heartbeat=` 1 to 60) when nothing else does: below the gateway's
 read timeout toward a service (10 s) and the idle timeouts of proxies.
 """
@@ -34,6 +36,7 @@ from eventgate.http.problems import HTTPProblem
 from eventgate.http.router import header
 from eventgate.hub.hub import TypeFilter
 from eventgate.streaming.cloudevents import structured
+from eventgate.streaming.quota import MAX_STREAMS_PER_CONSUMER, StreamQuota, consumer_of
 from eventgate.streaming.tail import Tail
 
 __all__ = ["EVENTS_PATH", "EventStream"]
@@ -56,6 +59,7 @@ class EventStream:
         heartbeat: float = 5.0,
         send_timeout: float = 10.0,
         max_clients: int = 1000,
+        max_per_consumer: int = MAX_STREAMS_PER_CONSUMER,
     ) -> None:
         self.store = store
         self.source = source
@@ -66,6 +70,8 @@ class EventStream:
         self._tail = Tail(store)
         self.clients = 0
         """Clients connected now."""
+        self.quota = StreamQuota(max_per_consumer)
+        """The streams each consumer holds (SSE connections and WebSocket subscriptions)."""
 
     def follow(
         self, keep: Callable[[str, str], bool], after: int, heartbeat: float | None = None
@@ -107,21 +113,31 @@ class EventStream:
         if self.clients >= self.max_clients:
             raise HTTPProblem(503, "too many event stream clients; try again later",
                               headers={"Retry-After": "5"})  # fmt: skip
+        consumer = consumer_of(request.scope["headers"])
+        refusal = self.quota.refusal(consumer)
+        if refusal is not None:
+            raise HTTPProblem(429, refusal, headers={"Retry-After": "5"})
         chosen = frozenset(streams)
 
         def keep(stream_id: str, type_name: str) -> bool:
             return (not chosen or stream_id in chosen) and wanted(type_name)
 
-        return _Stream(self, keep, after, heartbeat)
+        return _Stream(self, keep, after, heartbeat, consumer)
 
 
 class _Stream:
     """One client's stream (an ASGI app)."""
 
     def __init__(
-        self, owner: EventStream, keep: Callable[[str, str], bool], after: int, heartbeat: float
+        self,
+        owner: EventStream,
+        keep: Callable[[str, str], bool],
+        after: int,
+        heartbeat: float,
+        consumer: str | None,
     ) -> None:
         self._owner = owner
+        self._consumer = consumer
         self._keep = keep
         self._after = after
         self._heartbeat = heartbeat
@@ -129,6 +145,7 @@ class _Stream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         owner = self._owner
         owner.clients += 1
+        owner.quota.hold(self._consumer)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -141,6 +158,7 @@ class _Stream:
             await self._body(receive, send)
         finally:
             owner.clients -= 1
+            owner.quota.release(self._consumer)
 
     async def _body(self, receive: Receive, send: Send) -> None:
         """Batches as they come, a heartbeat when none came for a while; ends when the client

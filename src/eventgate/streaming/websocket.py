@@ -18,7 +18,8 @@ bucket): one past that is answered with a 429 error and not taken, and MESSAGE_B
 refusals in a row close the connection with 1008 (type filters cost a regex compile each).
 
 The bounds are the SSE endpoint's: each subscription reads the store only as fast as its
-events are sent; the connection counts against the client limit it shares with SSE; a
+events are sent; the connection counts against the client limit it shares with SSE, and
+each subscription (one at least) against its consumer's streams (streaming/quota.py); a
 client that does not take a frame within `send_timeout` seconds is closed. Close codes
 (RFC 6455 and the IANA registry):
 
@@ -26,7 +27,8 @@ client that does not take a frame within `send_timeout` seconds is closed. Close
   kept sending messages past the rate
 - 1009 message too big: a client message over MAX_MESSAGE bytes
 - 1011 internal error: the server could not read the store
-- 1013 try again later: past the client limit (at once, after the handshake)
+- 1013 try again later: past the client limit, or the consumer's (at once, after the
+  handshake); a subscription past the consumer's limit is an error (429) instead
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from eventgate.eventstore.model import RecordedEvent
 from eventgate.http.problems import HTTPProblem, problem_body
 from eventgate.hub.hub import TypeFilter
 from eventgate.streaming.cloudevents import structured
+from eventgate.streaming.quota import consumer_of
 from eventgate.streaming.sse import EVENTS_PATH, FRAMES_KEPT, MAX_FILTERS, EventStream
 
 __all__ = [
@@ -109,15 +112,21 @@ class EventSocket:
         chosen = PROTOCOL if PROTOCOL in offered else None
         await send({"type": "websocket.accept", "subprotocol": chosen})
         events = self.events
+        consumer = consumer_of(scope["headers"])
+        refusal = events.quota.refusal(consumer)
         if events.clients >= events.max_clients:
-            reason = "too many event stream clients; try again later"
-            await _close(send, TRY_LATER, reason)
+            refusal = "too many event stream clients; try again later"
+        if refusal is not None:
+            await _close(send, TRY_LATER, refusal)
             return
         events.clients += 1
+        connection = _Connection(self, receive, send, consumer)
+        events.quota.hold(consumer)
         try:
-            await _Connection(self, receive, send).run()
+            await connection.run()
         finally:
             events.clients -= 1
+            events.quota.release(consumer, connection.streams)
 
 
 class _Refused(Exception):
@@ -170,8 +179,12 @@ class _Connection:
     """One client's connection: its subscriptions, each a task that reads the store and
     sends; every send goes through one lock with the send timeout."""
 
-    def __init__(self, socket: EventSocket, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, socket: EventSocket, receive: Receive, send: Send, consumer: str | None
+    ) -> None:
         self._socket = socket
+        self._consumer = consumer
+        self._quota = socket.events.quota
         self._receive = receive
         self._asgi_send = send
         self._timeout = socket.events.send_timeout
@@ -180,6 +193,11 @@ class _Connection:
         self._ended: asyncio.Future[tuple[int, str] | None] = asyncio.Future()
         self._bucket = _TokenBucket(MESSAGE_RATE, MESSAGE_BURST)
         self._refused_in_a_row = 0
+
+    @property
+    def streams(self) -> int:
+        """The streams it holds of its consumer's quota: one per subscription, one at least."""
+        return max(1, len(self._subscriptions))
 
     async def run(self) -> None:
         receiving = asyncio.create_task(self._receive_all())
@@ -267,7 +285,16 @@ class _Connection:
             accepts = TypeFilter(wanted.types or None)
         except ConfigError as e:
             raise _Refused(422, str(e), sid) from None
-        await self._send({"type": "subscribed", "subscription": sid})  # before its events
+        more = bool(self._subscriptions)  # the first one takes the connection's stream
+        refusal = self._quota.refusal(self._consumer) if more else None
+        if refusal is not None:
+            raise _Refused(429, refusal, sid)
+        self._quota.hold(self._consumer, int(more))
+        try:
+            await self._send({"type": "subscribed", "subscription": sid})  # before its events
+        except BaseException:
+            self._quota.release(self._consumer, int(more))
+            raise
         task = asyncio.create_task(self._follow(sid, accepts, wanted.streams, wanted.after))
         task.add_done_callback(self._ended_by)
         self._subscriptions[sid] = task
@@ -276,6 +303,8 @@ class _Connection:
         task = self._subscriptions.pop(sid, None)
         if task is None:
             raise _Refused(404, f"no subscription {sid!r} on this connection", sid)
+        if self._subscriptions:
+            self._quota.release(self._consumer)
         async with self._lock:  # it sends only under the lock: never cut mid-frame
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
