@@ -49,6 +49,7 @@ from eventgate.processes.registry import (
     ProcessRegistry,
     SQLiteProcessRegistry,
 )
+from eventgate.projections.admin import ProjectionAdmin
 from eventgate.projections.changes import ChangeFeed
 from eventgate.projections.postgres import PostgresReadStore
 from eventgate.projections.protocol import ReadStore
@@ -267,7 +268,9 @@ def command_service(system: System, cipher: ETagCipher, idempotency: Idempotency
         system.app.resources, system.commands, cipher, idempotency, command_statuses(system)
     )
     private = private_targets_allowed(os.environ)
-    admin = admin_app(system.functions, system.store, system.webhooks, private_targets=private)
+    projections = ProjectionAdmin(system.upsert, system.read_store, system.store)
+    admin = admin_app(system.functions, system.store, system.webhooks, private_targets=private,
+                      projections=projections)  # fmt: skip
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         chosen = admin if scope.get("path", "").startswith("/admin/") else commands

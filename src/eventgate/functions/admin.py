@@ -1,5 +1,5 @@
-"""The admin API: functions, their dead letters and webhook subscriptions over HTTP (behind
-the gateway, scope admin)."""
+"""The admin API: functions, their dead letters, webhook subscriptions and the read models
+over HTTP (behind the gateway, scope admin)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from eventgate.eventstore.protocol import EventStore
 from eventgate.functions.state import FunctionStore
 from eventgate.gateway.routes import GatewayRoute
 from eventgate.http.problems import HTTPProblem, render_error
+from eventgate.projections.admin import ProjectionAdmin
 from eventgate.webhooks.admin import WebhookAdmin
 from eventgate.webhooks.store import WebhookStore
 
@@ -34,6 +35,9 @@ ENDPOINTS = (  # (method, path, AdminAPI handler): the app and the gateway both 
     ("GET", "/admin/webhooks/{id}", "show_webhook"),
     ("PATCH", "/admin/webhooks/{id}", "update_webhook"),
     ("DELETE", "/admin/webhooks/{id}", "delete_webhook"),
+    ("GET", "/admin/projections", "list_projections"),  # projections/admin.py
+    ("POST", "/admin/projections/{name}/retry", "retry_parked"),
+    ("POST", "/admin/projections/{name}/skip", "skip_parked"),
 )
 
 
@@ -110,13 +114,17 @@ def admin_app(
     webhooks: WebhookStore,
     *,
     private_targets: bool = False,
+    projections: ProjectionAdmin | None = None,
 ) -> Starlette:
-    """`private_targets`: webhook subscriptions may target private and loopback addresses."""
-    api = AdminAPI(functions, store)
-    hooks = WebhookAdmin(webhooks, store, functions, private_targets)
+    """`private_targets`: webhook subscriptions may target private and loopback addresses;
+    without `projections`, the /admin/projections routes are left out."""
+    parts = [AdminAPI(functions, store), WebhookAdmin(webhooks, store, functions, private_targets)]
+    parts += [projections] if projections is not None else []
     routes = [
-        Route(path, getattr(api, handler, None) or getattr(hooks, handler), methods=[method])
+        Route(path, getattr(part, handler), methods=[method])
         for method, path, handler in ENDPOINTS
+        for part in parts
+        if hasattr(part, handler)
     ]
     handlers = {
         HTTPProblem: render_error,

@@ -28,6 +28,7 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventgate.console import ConsolePages
 from eventgate.gateway.config import Consumer, GatewayConfig
 from eventgate.gateway.docs import DocsPages
 from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
@@ -83,6 +84,7 @@ class Gateway:
         self._openapi = orjson.dumps(openapi)
         self._asyncapi = orjson.dumps(asyncapi) if asyncapi is not None else None
         self._docs = DocsPages(str(openapi.get("info", {}).get("title", "eventgate API")))
+        self._console = ConsolePages()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -128,6 +130,10 @@ class Gateway:
             return Response(self._asyncapi, media_type="application/json"), None, None, {}
         if path.startswith("/docs") and method in {"GET", "HEAD"}:
             page = self._docs.answer(path)
+            if page is not None:
+                return page, None, None, {}
+        if path.startswith("/console") and method in {"GET", "HEAD"}:
+            page = self._console.answer(path)  # no data in it: each of its calls needs admin
             if page is not None:
                 return page, None, None, {}
         consumer = None

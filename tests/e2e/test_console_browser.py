@@ -1,0 +1,172 @@
+"""The web console at /console in a real browser (headless Chromium driven by Playwright)
+against a real `eventgate up`: an item created from the page shows in the list and in the
+live event stream, a rename with a stale ETag shows the 412 and reloads, a function's dead
+letter is replayed from the page, the commands it sent show their status; with auth on,
+only an admin key can use it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.server import Server, keyed_server
+from tests.e2e.test_event_stream_browser import CHROMIUM_FLAGS
+
+WAIT_MS = 15_000
+KEYS = {"admin": "console-admin-key", "reader": "console-read-key"}
+CONFIG = """
+[[gateway.consumers]]
+name = "admin"
+key_sha256 = "{admin}"
+scopes = ["admin"]
+[[gateway.consumers]]
+name = "reader"
+key_sha256 = "{reader}"
+scopes = ["read"]
+"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    binary = shutil.which("chromium")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    context = chromium.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security" in m.text else None)
+    yield page
+    context.close()
+    assert errors == []  # no script error and nothing the Content-Security-Policy refused
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path / "data", "--functions", "tests.e2e.functions_for_up").start()
+    yield server
+    server.stop()
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def create_from_the_page(page: Any, name: str) -> str:
+    """Create an item with the console's form; its id, from the details it then opens."""
+    page.fill("#CreateInventoryItem-name", name)
+    page.get_by_role("button", name="CreateInventoryItem", exact=True).click()
+    details = page.locator("#details dl")
+    expect(details).to_contain_text(name, timeout=WAIT_MS)
+    found = re.search(r"id([0-9a-f-]{36})", details.inner_text().replace("\n", ""))
+    assert found is not None
+    return found.group(1)
+
+
+def rename_from_the_page(page: Any, name: str) -> None:
+    page.fill("#RenameInventoryItem-newName", name)
+    page.get_by_role("button", name="RenameInventoryItem", exact=True).click()
+
+
+def test_an_operator_follows_an_item_through_the_console(up: Server, page: Any) -> None:
+    page.goto(f"{up.url}/console")
+    expect(page.locator("#key-status")).to_have_text("no key needed (auth is off)")
+    item = create_from_the_page(page, "console widget")
+
+    expect(page.locator("#list table")).to_contain_text("console widget", timeout=WAIT_MS)
+    created = page.locator("#event-list li", has_text="InventoryItemCreated")
+    expect(created.filter(has_text=item)).to_have_count(1, timeout=WAIT_MS)
+    sent = page.locator("#command-list tr", has_text="CreateInventoryItem")
+    expect(sent).to_contain_text("applied", timeout=WAIT_MS)
+    expect(sent).to_contain_text("succeeded", timeout=WAIT_MS)  # the audit trail ran
+    expect(page.locator("#projection-list")).to_contain_text("inventory_item_details")
+
+    with up.client() as client:  # someone else renames it after the page read it
+        etag = client.get(f"/api/inventory-items/{item}").headers["ETag"]
+        renamed = client.put(f"/api/inventory-items/{item}", json={"newName": "renamed elsewhere"},
+                             headers={"If-Match": etag, "Prefer": "wait=5"})  # fmt: skip
+        assert renamed.status_code == 200, renamed.text
+    rename_from_the_page(page, "renamed in the console")
+    problem = page.locator("#item-problem")
+    expect(problem).to_contain_text("changed since you read it", timeout=WAIT_MS)
+    expect(problem).to_contain_text("412")
+    problem.get_by_role("button", name="Reload").click()
+    expect(page.locator("#details dl")).to_contain_text("renamed elsewhere", timeout=WAIT_MS)
+    rename_from_the_page(page, "renamed in the console")
+    expect(page.locator("#details dl")).to_contain_text("renamed in the console", timeout=WAIT_MS)
+
+    (up.data / "broken").touch()  # tests/e2e/functions_for_up.py: rename_hook now fails
+    rename_from_the_page(page, "breaks the hook")
+    letters = page.locator("#dead-letter-list tr", has_text="rename_hook")
+    expect(letters).to_have_count(1, timeout=WAIT_MS)
+    failed = page.locator("#command-list tr", has_text="RenameInventoryItem").first
+    expect(failed).to_contain_text("failed", timeout=WAIT_MS)
+    letter = letters.locator("td").first.inner_text()
+    page.get_by_role("button", name=f"Show dead letter {letter}").click()
+    expect(page.locator("#dead-letter-details")).to_contain_text("is down")
+
+    (up.data / "broken").unlink()
+    page.get_by_role("button", name=f"Replay dead letter {letter}").click()
+    expect(page.locator("#dead-letter-list")).to_have_text("No dead letters.", timeout=WAIT_MS)
+    with up.client() as client:
+        assert client.get("/admin/dead-letters").json() == {"dead_letters": []}
+        [hook] = [f for f in client.get("/admin/functions").json()["functions"]
+                  if f["name"] == "rename_hook"]  # fmt: skip
+    assert hook["dead_letters"] == 0 and hook["failures"] >= 2
+
+
+def test_the_console_and_its_calls_need_an_admin_key_when_auth_is_on(
+    tmp_path: Path, page: Any
+) -> None:
+    server = keyed_server(tmp_path, CONFIG, KEYS).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            served = client.get("/console")  # the page holds no data: no key needed
+            assert served.status_code == 200
+            assert "script-src 'self'" in served.headers["Content-Security-Policy"]
+            for path in ("/admin/projections", "/admin/functions", "/admin/dead-letters"):
+                assert client.get(path).status_code == 401
+                reader = client.get(path, headers={"X-API-Key": KEYS["reader"]})
+                assert reader.status_code == 403, path
+                admin = client.get(path, headers={"X-API-Key": KEYS["admin"]})
+                assert admin.status_code == 200, path
+
+        page.goto(f"{server.url}/console")
+        status = page.locator("#key-status")
+        expect(status).to_have_text("enter an API key with the admin scope")
+        page.fill("#key", KEYS["reader"])
+        page.get_by_role("button", name="Use key").click()
+        expect(status).to_have_text("this key does not hold the admin scope")
+        expect(page.locator("#projection-list")).to_contain_text("403")
+
+        page.fill("#key", KEYS["admin"])
+        page.get_by_role("button", name="Use key").click()
+        expect(status).to_have_text("key accepted (admin)")
+        item = create_from_the_page(page, "keyed widget")
+        expect(page.locator("#list table")).to_contain_text("keyed widget", timeout=WAIT_MS)
+        created = page.locator("#event-list li", has_text=item)  # SSE with ?api_key=
+        expect(created).to_contain_text("InventoryItemCreated", timeout=WAIT_MS)
+        assert page.evaluate("sessionStorage.getItem('eventgate.console.key')") == KEYS["admin"]
+    finally:
+        server.stop()
