@@ -267,6 +267,25 @@ def test_a_reader_subscribes_with_its_key_in_a_header_or_in_api_key(
             assert created["subject"] == item
 
 
+def test_an_sse_stream_takes_the_key_in_api_key_too_and_only_the_stream_routes_do(
+    secured: Server | Deployment,
+) -> None:
+    """EventSource cannot set headers either: the SSE routes take `?api_key=` (read only),
+    every other route still wants the key in a header."""
+    with secured.client(headers={"X-API-Key": KEYS["writer"]}) as client:
+        item = item_of(create(client, "sse with a key in the query"))
+    reader = KEYS["reader"]
+    with secured.client() as client:
+        [created] = sse_events(client, f"/api/events?stream={item}&api_key={reader}", 1)
+        assert created["data"]["subject"] == item
+        [own] = sse_events(client, f"/api/inventory-items/{item}/events?api_key={reader}", 1)
+        assert own == created
+        assert client.get(f"/api/events?stream={item}").status_code == 401
+        assert client.get("/api/events?api_key=wrong").status_code == 401
+        assert client.get(f"/api/events?api_key={KEYS['writer']}").status_code == 403
+        assert client.get(f"/api/inventory-items/{item}?api_key={reader}").status_code == 401
+
+
 LIMITED = """
 [gateway]
 max_streams_per_consumer = 2

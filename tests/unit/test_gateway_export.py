@@ -186,6 +186,30 @@ def test_only_reads_and_idempotency_keys_are_retried_after_sending(config: Gatew
             assert "vars" not in route
 
 
+def test_the_key_may_come_in_api_key_on_the_event_stream_routes_only(
+    config: GatewayConfig,
+) -> None:
+    """As the embedded gateway (gateway/app.py): browsers set no headers on an EventSource or
+    a WebSocket, so GET /api/events, <item>/events (both item paths) and /api/events/ws take
+    ?api_key=."""
+    export = export_of(load_app(APPS[0]), config)
+    listener = envoy_bootstrap(export)["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    in_query = set()
+    for route in manager["route_config"]["virtual_hosts"][0]["routes"]:
+        auth = route.get("typed_per_filter_config", {}).get("envoy.filters.http.api_key_auth")
+        if auth and {"query": "api_key"} in auth.get("key_sources", []):
+            in_query.add(route["name"])
+            assert auth["forwarding"]["hide_credentials"] is True  # not passed upstream
+    streams = {"GET HEAD /api/events", "GET /api/events/ws",
+               "GET HEAD /api/inventory-items/{id}/events",
+               "GET HEAD /api/InventoryItem/{id}/events"}  # fmt: skip
+    assert in_query == streams
+    apisix = {r["name"] for r in apisix_config(export)["routes"]
+              if r["plugins"].get("key-auth", {}).get("query") == "api_key"}  # fmt: skip
+    assert apisix == streams
+
+
 def test_every_instance_is_listed_and_health_checked_with_the_token(config: GatewayConfig) -> None:
     export = export_of(load_app(APPS[0]), config, token="the-internal-token-1234")
     clusters = envoy_bootstrap(export)["static_resources"]["clusters"]

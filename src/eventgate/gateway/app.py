@@ -5,10 +5,11 @@ request id -> URL size (414) -> authentication (401) -> route (404/405) -> scope
 -> rate limit (429) -> body size (413) -> upstream.
 
 A WebSocket handshake goes through the same checks (its refusals are HTTP answers to the
-handshake), on routes marked `websocket` only. Browsers cannot set headers on a WebSocket,
-so its key may also come in `?api_key=`; the gateway takes it out of the query before the
-upstream sees it. A key in a URL can land in the access logs of proxies on the way (this
-gateway logs no URLs): give browsers a key that holds `read` only, over TLS.
+handshake), on routes marked `websocket` only. Browsers cannot set headers on a WebSocket
+or an EventSource, so on the event stream routes (a WebSocket handshake, or a GET or HEAD
+of an SSE stream) the key may also come in `?api_key=`; the gateway takes it out of the
+query before the upstream sees it. A key in a URL can land in the access logs of proxies on
+the way (this gateway logs no URLs): give browsers a key that holds `read` only, over TLS.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "QUERY_KEY",
     "REQUEST_ID_CHARACTERS",
     "Gateway",
+    "takes_query_key",
 ]
 
 KEY_HEADERS = ("x-api-key", "authorization")
@@ -57,7 +59,9 @@ _REQUEST_ID = re.compile(f"^[{REQUEST_ID_CHARACTERS}]{{1,{MAX_REQUEST_ID}}}$")
 _STRIPPED = {_CONSUMER, _REQUEST_ID_HEADER}
 _STARTS = {"http.response.start", "websocket.accept", "websocket.http.response.start"}
 QUERY_KEY = "api_key"
-"""Where a WebSocket handshake may carry the key instead (browsers cannot set headers)."""
+"""Where a request to an event stream may carry the key instead (browsers cannot set
+headers on a WebSocket or an EventSource): see `takes_query_key`."""
+_READS = frozenset({"GET", "HEAD"})
 Admission = tuple[Response | None, "Consumer | None", GatewayRoute | None, dict[str, str]]
 
 
@@ -114,7 +118,7 @@ class Gateway:
             headers.append((_CONSUMER, consumer.name.encode()))
         upstream = self._upstreams[route.upstream]
         forwarded = {**scope, "headers": headers}
-        if socket:
+        if takes_query_key(route, scope.get("method", "GET")):
             forwarded["query_string"] = _query_key(scope)[1]
         await upstream(forwarded, receive, send_with_headers)
 
@@ -137,12 +141,13 @@ class Gateway:
             if page is not None:
                 return page, None, None, {}
         consumer = None
+        route = self._table.match(method, path)
         if self._config.auth_enabled:
-            consumer = self._authenticate(headers, _query_key(scope)[0])
+            in_query = _query_key(scope)[0] if takes_query_key(route, method) else None
+            consumer = self._authenticate(headers, in_query)
             if consumer is None:
                 answer = problem(401, "send a valid API key", {"WWW-Authenticate": "Bearer"})
                 return answer, None, None, {}
-        route = self._table.match(method, path)
         if route is None:
             allowed = self._table.allowed(path)
             if not allowed:
@@ -227,11 +232,16 @@ class Gateway:
         return None, replay
 
 
+def takes_query_key(route: GatewayRoute | None, method: str) -> bool:
+    """Whether a request to `route` may carry its key in `?api_key=`: a WebSocket handshake
+    or a read of an event stream (the routes a browser cannot set headers on)."""
+    return route is not None and (route.stream or route.websocket) and method in _READS
+
+
 def _query_key(scope: Scope) -> tuple[bytes | None, bytes]:
-    """A WebSocket handshake's `?api_key=` (None for any other request), and its query
-    string without it."""
+    """A request's `?api_key=` (None without one), and its query string without it."""
     query: bytes = scope.get("query_string", b"")
-    if scope["type"] != "websocket" or QUERY_KEY.encode() not in query:
+    if QUERY_KEY.encode() not in query:
         return None, query
     key, kept = None, []
     for part in query.split(b"&"):

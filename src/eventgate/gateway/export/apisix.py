@@ -136,10 +136,10 @@ def _routes(export: Export, route: Route) -> list[dict[str, Any]]:
         plugins["consumer-restriction"] = restriction
     base = {"uri": _uri(route.pattern), "methods": list(route.methods), "priority": 2,
             "plugins": plugins}  # fmt: skip
-    if route.websocket:  # browsers cannot set headers on a WebSocket: ?api_key= (gateway/app.py)
+    if route.websocket:
         base["enable_websocket"] = True
-        if "key-auth" in plugins:
-            plugins["key-auth"] = {**plugins["key-auth"], "query": QUERY_KEY}
+    if route.takes_query_key and "key-auth" in plugins:  # browsers: WebSocket, EventSource
+        plugins["key-auth"] = {**plugins["key-auth"], "query": QUERY_KEY}
     if route.service != "commands":
         return [{"name": name, **base, "upstream_id": route.service}]
     if route.reads:

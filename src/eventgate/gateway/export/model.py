@@ -94,7 +94,13 @@ class Route:
     stream: bool = False
     """An event stream: no total time limit."""
     websocket: bool = False
-    """Takes WebSocket upgrades (and the key in `?api_key=` too)."""
+    """Takes WebSocket upgrades."""
+
+    @property
+    def takes_query_key(self) -> bool:
+        """The key may come in `?api_key=` too (gateway/app.py): an event stream's routes,
+        which browsers cannot set headers on (WebSocket, EventSource)."""
+        return (self.stream or self.websocket) and set(self.methods) <= {"GET", "HEAD"}
 
     @property
     def reads(self) -> bool:
