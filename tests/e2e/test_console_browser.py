@@ -6,20 +6,24 @@ only an admin key can use it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.server import Server, keyed_server
+from tests.e2e.server import Deployment, EnvoyDeployment, Server, keyed_server
 from tests.e2e.test_event_stream_browser import CHROMIUM_FLAGS
+from tests.postgres import database_for
 
 WAIT_MS = 15_000
+HOSTILE = '<img src=x onerror="window.pwned=1"> widget'  # event data is untrusted
 KEYS = {"admin": "console-admin-key", "reader": "console-read-key"}
 CONFIG = """
 [[gateway.consumers]]
@@ -92,15 +96,19 @@ def rename_from_the_page(page: Any, name: str) -> None:
 def test_an_operator_follows_an_item_through_the_console(up: Server, page: Any) -> None:
     page.goto(f"{up.url}/console")
     expect(page.locator("#key-status")).to_have_text("no key needed (auth is off)")
-    item = create_from_the_page(page, "console widget")
+    item = create_from_the_page(page, HOSTILE)
 
-    expect(page.locator("#list table")).to_contain_text("console widget", timeout=WAIT_MS)
+    expect(page.locator("#list table")).to_contain_text(HOSTILE, timeout=WAIT_MS)
     created = page.locator("#event-list li", has_text="InventoryItemCreated")
     expect(created.filter(has_text=item)).to_have_count(1, timeout=WAIT_MS)
     sent = page.locator("#command-list tr", has_text="CreateInventoryItem")
     expect(sent).to_contain_text("applied", timeout=WAIT_MS)
     expect(sent).to_contain_text("succeeded", timeout=WAIT_MS)  # the audit trail ran
     expect(page.locator("#projection-list")).to_contain_text("inventory_item_details")
+    page.locator("#event-list li", has_text=item).get_by_role("button").click()
+    expect(page.locator("#event-list pre")).to_contain_text('"name": "<img src=x')
+    assert page.locator("main img").count() == 0  # the markup in the data stayed text
+    assert page.evaluate("window.pwned") is None
 
     with up.client() as client:  # someone else renames it after the page read it
         etag = client.get(f"/api/inventory-items/{item}").headers["ETag"]
@@ -170,3 +178,29 @@ def test_the_console_and_its_calls_need_an_admin_key_when_auth_is_on(
         assert page.evaluate("sessionStorage.getItem('eventgate.console.key')") == KEYS["admin"]
     finally:
         server.stop()
+
+
+def test_serve_gateway_serves_the_console_and_envoy_routes_its_admin_calls(
+    tmp_path: Path, postgres_dsn: str, page: Any
+) -> None:
+    """The components as separate processes on PostgreSQL: `serve gateway` serves the page
+    and its calls reach the command service's admin API. Envoy (exported config) does not
+    serve the page (404) but routes the admin calls it makes."""
+    with ThreadPoolExecutor(1) as thread:  # Playwright runs a loop in this one
+        url = thread.submit(asyncio.run, database_for(postgres_dsn, str(tmp_path), "c")).result()
+    deployment = Deployment(tmp_path / "data", "--database-url", url).start()
+    envoy = EnvoyDeployment(tmp_path / "envoy-data", "--database-url", url, instances=1)
+    try:
+        page.goto(f"{deployment.url}/console")
+        create_from_the_page(page, "separate widget")
+        expect(page.locator("#list table")).to_contain_text("separate widget", timeout=WAIT_MS)
+        expect(page.locator("#projection-list")).to_contain_text("inventory_item_list")
+
+        envoy.start()
+        with httpx.Client(base_url=envoy.url, timeout=10) as client:
+            assert client.get("/console").status_code == 404
+            projections = client.get("/admin/projections").json()["projections"]
+        assert {p["name"] for p in projections} == {"inventory_item_list", "inventory_item_details"}
+    finally:
+        envoy.stop()
+        deployment.stop()
