@@ -3,13 +3,82 @@
 from __future__ import annotations
 
 import base64
+import socket
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks import Webhook
 
+from eventgate.webhooks.delivery import PublicResolver, checked_target
 from eventgate.webhooks.model import Invalid, new_secret, parse_new, parse_update
+
+INSIDE = [
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a00:5",  # NAT64 of 10.0.0.5
+    "64:ff9b:1::a00:5",  # local-use NAT64
+    "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
+    "::ffff:7f00:1",  # IPv4-mapped 127.0.0.1
+    "::ffff:a9fe:a9fe",  # IPv4-mapped 169.254.169.254
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2002:a00:5::1",  # 6to4 of 10.0.0.5
+    "::7f00:1",  # IPv4-compatible 127.0.0.1
+    "::808:808",  # IPv4-compatible (deprecated) even of a public address
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "::1",
+    "fe80::1",
+    "fc00::1",
+    "ff02::1",
+    "127.0.0.1",
+    "10.0.0.5",
+    "100.64.0.1",
+    "169.254.169.254",
+    "224.0.0.1",
+]
+OUTSIDE = ["93.184.215.14", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1"]
+
+
+class _Answers(AbstractResolver):
+    """What a name server would answer for every name: `address`."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        return [{"hostname": host, "host": self.address, "port": port, "family": family,
+                 "proto": 0, "flags": 0}]  # fmt: skip
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("address", INSIDE)
+def test_a_url_at_a_non_public_address_is_refused_even_inside_ipv6(address: str) -> None:
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(Invalid, match="non-public"):
+        checked_target(f"https://{host}/hook", private=False)
+    checked_target(f"https://{host}/hook", private=True)
+
+
+@pytest.mark.parametrize("address", OUTSIDE)
+def test_a_url_at_a_public_address_is_allowed(address: str) -> None:
+    checked_target(f"https://[{address}]/" if ":" in address else f"https://{address}/", False)
+
+
+@pytest.mark.parametrize("address", INSIDE)
+async def test_a_name_resolving_to_a_non_public_address_is_refused(address: str) -> None:
+    with pytest.raises(OSError, match="no public address"):
+        await PublicResolver(_Answers(address)).resolve("hooks.example.com", 443)
+
+
+@pytest.mark.parametrize("address", OUTSIDE)
+async def test_a_name_resolving_to_a_public_address_is_kept(address: str) -> None:
+    found = await PublicResolver(_Answers(address)).resolve("hooks.example.com", 443)
+    assert [r["host"] for r in found] == [address]
 
 
 def test_defaults_start_at_the_end_of_the_log_with_a_fresh_secret() -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "CONTENT_TYPE",
     "Delivery",
     "DeliveryFailed",
+    "PublicResolver",
     "Sender",
     "checked_target",
     "private_targets_allowed",
@@ -55,10 +56,36 @@ def private_targets_allowed(environ: Mapping[str, str]) -> bool:
     return environ.get("EVENTGATE_WEBHOOKS_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
 
 
+_REFUSED_V6 = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "::/96",  # IPv4-compatible (deprecated): ::7f00:1 is 127.0.0.1
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215)
+        "2001::/32",  # Teredo
+    )
+)
+_V4_IN_LAST_32_BITS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "::ffff:0:0/96",  # IPv4-mapped
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
+        "64:ff9b::/96",  # NAT64: 64:ff9b::a00:5 reaches 10.0.0.5 on a NAT64 network
+    )
+)
+
+
 def _public(address: str) -> bool:
+    """Whether a target address is global unicast, judging an IPv6 address that carries an
+    IPv4 one (NAT64, mapped, translated, 6to4) by that IPv4 address: Python 3.11.7's
+    `is_global` takes them for global (fixed with CVE-2024-4032 in later releases)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _REFUSED_V6):
+            return False
+        if any(ip in net for net in _V4_IN_LAST_32_BITS):
+            return _public(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+        if ip.sixtofour is not None:  # 2002::/16
+            return _public(str(ip.sixtofour))
     return ip.is_global and not ip.is_multicast
 
 
@@ -75,11 +102,11 @@ def checked_target(url: str, private: bool) -> None:
         )
 
 
-class _PublicOnly(AbstractResolver):
+class PublicResolver(AbstractResolver):
     """The default resolver, keeping only public addresses."""
 
-    def __init__(self) -> None:
-        self._resolver = DefaultResolver()
+    def __init__(self, resolver: AbstractResolver | None = None) -> None:
+        self._resolver = resolver or DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -110,7 +137,7 @@ class Sender:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # made on first use, inside the running loop
             connector = aiohttp.TCPConnector(
-                limit=256, resolver=None if self.private else _PublicOnly()
+                limit=256, resolver=None if self.private else PublicResolver()
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
