@@ -144,6 +144,31 @@ def test_an_operator_follows_an_item_through_the_console(up: Server, page: Any) 
     assert hook["dead_letters"] == 0 and hook["failures"] >= 2
 
 
+def test_every_command_of_the_inventory_works_from_the_page(up: Server, page: Any) -> None:
+    page.goto(f"{up.url}/console")
+    create_from_the_page(page, "stocked widget")
+    details, problem = page.locator("#details dl"), page.locator("#item-problem")
+    stock_from_the_page(page, "CheckInItemsToInventory", 5)
+    expect(details).to_contain_text(re.compile(r"currentCount5(?!\d)"), timeout=WAIT_MS)
+    stock_from_the_page(page, "RemoveItemsFromInventory", 10)
+    expect(problem).to_contain_text("409", timeout=WAIT_MS)
+    expect(problem).to_contain_text("only 5 in stock")
+    stock_from_the_page(page, "RemoveItemsFromInventory", 2)
+    expect(details).to_contain_text(re.compile(r"currentCount3(?!\d)"), timeout=WAIT_MS)
+    page.get_by_role("button", name="DeactivateInventoryItem (DELETE)").click()
+    expect(page.locator("#details")).to_contain_text("410", timeout=WAIT_MS)
+    expect(page.locator("#list")).to_have_text("No items.", timeout=WAIT_MS)
+    sent = page.locator("#command-list tbody tr")
+    expect(sent).to_have_count(4, timeout=WAIT_MS)  # the refused removal sent no command
+    for command in ("Create", "CheckIn", "RemoveItems", "Deactivate"):
+        expect(sent.filter(has_text=command).first).to_contain_text("applied", timeout=WAIT_MS)
+
+
+def stock_from_the_page(page: Any, model: str, count: int) -> None:
+    page.fill(f"#{model}-count", str(count))
+    page.get_by_role("button", name=model, exact=True).click()
+
+
 def test_the_console_and_its_calls_need_an_admin_key_when_auth_is_on(
     tmp_path: Path, page: Any
 ) -> None:

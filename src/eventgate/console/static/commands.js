@@ -12,11 +12,14 @@ function sent() {
   try { return JSON.parse(sessionStorage.getItem(KEY) || "[]"); } catch { return []; }
 }
 
-// Remember the command a 200/202 answer names.
+// Remember the command a 200/202 answer links to (one that stored nothing has no status).
 export function recordCommand(result, label) {
-  const id = (result.data && result.data.commandId) || result.headers.get("Command-ID");
-  if (!id) return;
-  const list = [{id, label, at: new Date().toISOString()}, ...sent().filter((c) => c.id !== id)];
+  const data = result.data || {};
+  const status = data.links && data.links.status;
+  if (!data.commandId || typeof status !== "string" || !status.startsWith("/")) return;
+  const id = data.commandId;
+  const list = [{id, label, status, at: new Date().toISOString()},
+    ...sent().filter((c) => c.id !== id)];
   sessionStorage.setItem(KEY, JSON.stringify(list.slice(0, KEEP)));
   refreshCommands();
 }
@@ -29,7 +32,7 @@ function settled(status) {
 export async function refreshCommands() {
   const list = sent();
   await Promise.all(list.filter((c) => !settled(statuses.get(c.id))).map(async (c) => {
-    const result = await call("GET", `/api/commands/${encodeURIComponent(c.id)}`);
+    const result = await call("GET", c.status || `/api/commands/${encodeURIComponent(c.id)}`);
     statuses.set(c.id, result.ok ? result.data : problemText(result));
   }));
   const now = JSON.stringify(list.map((c) => [c.id, statuses.get(c.id)]));

@@ -61,7 +61,8 @@ export async function list() {
   const rows = items.map((i) => [
     ...columns.map((c) => format(i[c])),
     current.item && i.id !== undefined
-      ? el("button", {type: "button", onclick: () => details(i.id)}, "Open") : "",
+      ? el("button", {type: "button", "aria-label": `Open ${i.id}`, onclick: () => details(i.id)},
+        "Open") : "",
   ]);
   show(container, items.length ? table("items", [...columns, ""], rows)
     : el("p", {class: "muted"}, "No items."));
