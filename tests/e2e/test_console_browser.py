@@ -229,3 +229,34 @@ def test_serve_gateway_serves_the_console_and_envoy_routes_its_admin_calls(
     finally:
         envoy.stop()
         deployment.stop()
+
+
+def test_any_app_gets_its_resources_on_the_page_from_its_openapi(tmp_path: Path, page: Any) -> None:
+    """The suite's own taskboard app: its two collections, their create forms, a PUT and
+    a POST without fields, each from its OpenAPI document."""
+    server = Server(tmp_path / "data", "--app", "tests.e2e.apps.taskboard:app").start()
+    try:
+        page.goto(f"{server.url}/console")
+        options = page.locator("#resource option")
+        expect(options).to_have_text(["/api/boards", "/api/tasks"])
+        page.fill("#OpenBoard-title", "Sprint 1")
+        page.get_by_role("button", name="OpenBoard", exact=True).click()
+        details = page.locator("#details dl")
+        expect(details).to_contain_text("Sprint 1", timeout=WAIT_MS)
+        board = re.search(r"id([0-9a-f-]{36})", details.inner_text().replace("\n", ""))
+        assert board is not None
+        page.fill("#RetitleBoard-title", "Sprint 2")
+        page.get_by_role("button", name="RetitleBoard", exact=True).click()
+        expect(details).to_contain_text("Sprint 2", timeout=WAIT_MS)
+
+        page.select_option("#resource", "/api/tasks")
+        page.fill("#AddTask-boardId", board.group(1))
+        page.fill("#AddTask-title", "write the console")
+        page.fill("#AddTask-points", "3")
+        page.get_by_role("button", name="AddTask", exact=True).click()
+        expect(details).to_contain_text(re.compile(r"points3(?!\d)"), timeout=WAIT_MS)
+        page.get_by_role("button", name="CompleteTask", exact=True).click()
+        expect(details).to_contain_text(re.compile(r"donetrue"), timeout=WAIT_MS)
+        expect(page.locator("#list table")).to_contain_text("write the console")
+    finally:
+        server.stop()
