@@ -220,12 +220,13 @@ async def test_a_subscription_made_while_up_runs_gets_every_matching_event_signe
     assert await eventually(lambda: len(receiver.unique("live")) >= len(wanted))
     await asyncio.sleep(0.5)  # nothing else arrives
     got = receiver.unique("live")
-    assert sorted(d["webhook-id"] for d in got) == sorted(e["id"] for e in wanted)
+    assert sorted(d["webhook-id"] for d in got) == sorted(message_id(made, e) for e in wanted)
     assert not receiver.rejected
     assert receiver.content_types == {"application/cloudevents+json"}
     assert in_stream_order(got)
     first = got[0]["event"]
-    assert first["specversion"] == "1.0" and first["id"] == got[0]["webhook-id"]
+    assert first["specversion"] == "1.0" and first["id"] in {e["id"] for e in wanted}
+    assert got[0]["webhook-id"] == f"msg_{made['id']}_{first['id']}"
     assert first["source"].startswith("urn:eventgate:")
     assert before[0].rsplit("/", 1)[1] not in {d["event"]["subject"] for d in got}
 
@@ -235,10 +236,11 @@ async def test_from_the_beginning_and_a_stream_filter(up: Served, receiver: Rece
     stream = next(
         e["stream_id"] for e in await stored(up, 0) if e["data"].get("name") == "filtered"
     )
-    await subscribe(up, receiver, "history", start="beginning", streams=[stream])
+    made = await subscribe(up, receiver, "history", start="beginning", streams=[stream])
     wanted = [e for e in await stored(up, 0) if e["stream_id"] == stream]
     assert await eventually(lambda: len(receiver.unique("history")) >= len(wanted))
-    assert [d["webhook-id"] for d in receiver.unique("history")] == [e["id"] for e in wanted]
+    got = [d["webhook-id"] for d in receiver.unique("history")]
+    assert got == [message_id(made, e) for e in wanted]
 
 
 async def test_a_changed_url_takes_the_deliveries_from_where_the_old_one_stopped(
@@ -264,7 +266,7 @@ async def test_a_changed_url_takes_the_deliveries_from_where_the_old_one_stopped
     await asyncio.sleep(0.5)  # nothing else arrives
     old, new = receiver.unique("old"), receiver.unique("new")
     assert new and {d["event"]["data"]["name"] for d in old} >= {"first", "second"}
-    assert sorted(d["webhook-id"] for d in old + new) == sorted(e["id"] for e in wanted)
+    assert sorted(d["webhook-id"] for d in old + new) == sorted(message_id(made, e) for e in wanted)
 
 
 async def test_a_dead_letter_is_replayed_with_the_dlq_command(
@@ -287,7 +289,7 @@ async def test_a_dead_letter_is_replayed_with_the_dlq_command(
     await run_cli(up, "dlq", "replay", str(letter["id"]))
     assert await eventually(lambda: receiver.unique("dead"))
     [delivered] = receiver.unique("dead")
-    assert delivered["webhook-id"] == letter["event"]["id"]
+    assert delivered["webhook-id"] == message_id(made, letter["event"])
     assert await eventually_async(lambda: _empty(letters))
 
 
@@ -319,7 +321,30 @@ async def test_repeated_failures_disable_and_enabling_resumes_without_loss(
     wanted = await stored(up, made["start"], ("InventoryItemCreated",))
     assert len(wanted) == 4
     assert await eventually(lambda: len(receiver.unique("flaky")) >= 4)
-    assert {d["webhook-id"] for d in receiver.unique("flaky")} == {e["id"] for e in wanted}
+    assert {d["webhook-id"] for d in receiver.unique("flaky")} == {
+        message_id(made, e) for e in wanted
+    }
+
+
+async def test_two_subscriptions_get_one_event_under_two_webhook_ids(
+    up: Served, receiver: Receiver
+) -> None:
+    """A receiver of two subscriptions that de-duplicates by webhook-id keeps both
+    deliveries of an event; each carries the event's own id in the CloudEvent."""
+    first = await subscribe(up, receiver, "one", types=["InventoryItemCreated"])
+    second = await subscribe(up, receiver, "two", types=["InventoryItemCreated"])
+    await write(up, "twice")
+    assert await eventually(lambda: receiver.unique("one") and receiver.unique("two"))
+    [one], [two] = receiver.unique("one"), receiver.unique("two")
+    assert one["event"]["id"] == two["event"]["id"]
+    assert one["webhook-id"] == message_id(first, one["event"])
+    assert two["webhook-id"] == message_id(second, two["event"])
+    assert one["webhook-id"] != two["webhook-id"]
+
+
+def message_id(made: dict[str, Any], event: dict[str, Any]) -> str:
+    """The webhook-id of `event`'s deliveries to the subscription `made`."""
+    return f"msg_{made['id']}_{event['id']}"
 
 
 async def eventually_async(check: Callable[[], Any], within: float = 20.0) -> Any:
@@ -378,7 +403,7 @@ async def test_killed_server_and_receiver_restarted_lose_nothing_and_duplicate_n
         assert await eventually(lambda: len(receiver.unique("kept")) >= 40, within=60)
         await asyncio.sleep(0.5)
         ids = [d["webhook-id"] for d in receiver.unique("kept")]
-        assert sorted(ids) == sorted(e["id"] for e in wanted)
+        assert sorted(ids) == sorted(message_id(made, e) for e in wanted)
         assert not receiver.rejected
     finally:
         await receiver.stop()

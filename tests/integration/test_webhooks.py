@@ -167,7 +167,7 @@ async def test_a_disabled_subscription_holds_an_event_whose_receiver_hangs(
         assert await system.webhooks.update(parse_update(found, {"enabled": True}))
         gate.set()
         await worker.refresh()
-        await until(lambda: ready(set(delivered) == {e.id for e in events}))
+        await until(lambda: ready(set(delivered) == {made.message_id(e.id) for e in events}))
         assert await system.functions.dead_letters(made.function) == []
     finally:
         running.cancel()

@@ -1,9 +1,11 @@
 """One delivery: the event as a structured CloudEvent, POSTed and signed per Standard Webhooks.
 
-`webhook-id` is the event's id, the same on every retry and replay, so a receiver that
-remembers the ids it handled handles each event once. `webhook-timestamp` is the time of
-the attempt (receivers refuse old ones). A 2xx is success; any other status, a redirect,
-a timeout or a connection error fails the attempt, and the function runtime retries it.
+`webhook-id` is `msg_<subscription id>_<event id>`: unique per subscription and event, the
+same on every retry and replay, so a receiver that remembers the ids it handled handles each
+event once per subscription (the event's own id is the CloudEvent's `id`).
+`webhook-timestamp` is the time of the attempt (receivers refuse old ones). A 2xx is
+success; any other status, a redirect, a timeout or a connection error fails the attempt,
+and the function runtime retries it.
 
 Targets on private, loopback or link-local addresses are refused unless
 EVENTGATE_WEBHOOKS_ALLOW_PRIVATE=true: the addresses a host name resolves to are checked
@@ -193,11 +195,12 @@ class Delivery:
             raise Hold("subscription disabled")
         body = orjson.dumps(structured(self._source, event))
         now = datetime.now(UTC)
+        message_id = s.message_id(event.id)
         headers = {
             "Content-Type": CONTENT_TYPE,
-            "webhook-id": event.id,
+            "webhook-id": message_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self._signer.sign(event.id, now, body.decode()),
+            "webhook-signature": self._signer.sign(message_id, now, body.decode()),
         }
         try:
             await self._sender.post(s.url, body, headers)

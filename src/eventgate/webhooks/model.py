@@ -64,6 +64,12 @@ class Subscription:
     def function(self) -> str:
         return PREFIX + self.id
 
+    def message_id(self, event_id: str) -> str:
+        """The `webhook-id` of an event's deliveries to this subscription: unique per
+        subscription and event (a receiver of two subscriptions de-duplicates by it and
+        keeps both), the same on every retry, replay and redelivery."""
+        return f"msg_{self.id}_{event_id}"
+
     def to_json(self, *, secret: bool = False) -> dict[str, Any]:
         """As the admin API shows it; the secret only in the response that created it."""
         shown: dict[str, Any] = {
