@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -20,6 +21,8 @@ from eventgate.eventstore.model import RecordedEvent, Scanned
 from eventgate.eventstore.protocol import EventStore
 
 __all__ = ["Tail"]
+
+log = logging.getLogger("eventgate.streaming")
 
 KEPT = 4096
 BATCH = 200
@@ -136,6 +139,7 @@ class Tail:
                 head = await self._store.head()
                 self._events, self._positions, self._covers_after = [], [], head
                 self._task = asyncio.create_task(self._run(head), name="event-stream-tail")
+                self._task.add_done_callback(_ended)
 
     async def _run(self, after: int) -> None:
         try:
@@ -175,6 +179,12 @@ class Tail:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+
+
+def _ended(task: asyncio.Task[None]) -> None:
+    """Log why the tail stopped (its followers get the error, or start it again)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("event stream tail stopped: %s", task.exception())
 
 
 class _Beat:
