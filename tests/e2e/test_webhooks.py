@@ -342,6 +342,27 @@ async def test_two_subscriptions_get_one_event_under_two_webhook_ids(
     assert one["webhook-id"] != two["webhook-id"]
 
 
+async def test_a_rotated_secret_lets_the_receiver_switch_without_losing_a_delivery(
+    up: Served, receiver: Receiver
+) -> None:
+    """After PATCH rotates the secret, deliveries verify with the old secret and with the
+    new one (both signatures, for the grace period): the receiver switches at leisure."""
+    made = await subscribe(up, receiver, "rotating", types=["InventoryItemCreated"])
+    async with admin(up) as client:
+        rotated = await client.patch(f"/admin/webhooks/{made['id']}", json={"rotate_secret": True})
+        assert rotated.status_code == 200, rotated.text
+        shown = (await client.get(f"/admin/webhooks/{made['id']}")).json()
+    new = rotated.json()["secret"]
+    assert new != made["secret"] and "secret" not in shown and shown["previous_secret_until"]
+    await write(up, "still-old")  # the receiver still verifies with the old secret
+    assert await eventually(lambda: len(receiver.unique("rotating")) == 1)
+    receiver.secrets["rotating"] = new
+    await write(up, "now-new")
+    assert await eventually(lambda: len(receiver.unique("rotating")) == 2)
+    names = [d["event"]["data"]["name"] for d in receiver.unique("rotating")]
+    assert names == ["still-old", "now-new"]
+
+
 def message_id(made: dict[str, Any], event: dict[str, Any]) -> str:
     """The webhook-id of `event`'s deliveries to the subscription `made`."""
     return f"msg_{made['id']}_{event['id']}"

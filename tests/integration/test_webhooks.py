@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from aiohttp import web
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from eventgate.bootstrap import System
 from eventgate.eventstore.model import NewEvent
@@ -19,7 +21,7 @@ from eventgate.functions.runner import partition_of
 from eventgate.functions.worker import FunctionWorker
 from eventgate.webhooks.catalog import WebhookCatalog
 from eventgate.webhooks.delivery import DeliveryFailed, Sender
-from eventgate.webhooks.model import parse_new, parse_update
+from eventgate.webhooks.model import new_secret, parse_new, parse_update
 from tests.postgres import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -172,6 +174,68 @@ async def test_a_disabled_subscription_holds_an_event_whose_receiver_hangs(
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_rotated_secret_and_the_one_it_replaced_both_verify_during_the_grace(
+    system: System, target: Callable[[Handler], Awaitable[str]]
+) -> None:
+    """PATCH rotates the secret (made, returned once) with a grace period: a receiver holding
+    either secret verifies the deliveries; a rotation with no grace leaves only the new one
+    (the grace's end in time: test_webhook_model.py)."""
+    received: list[tuple[bytes, dict[str, str]]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        received.append((await request.read(), dict(request.headers)))
+        return web.Response(status=204)
+
+    url = await target(record)
+    app = admin_app(system.functions, system.store, system.webhooks, private_targets=True)
+    transport = httpx.ASGITransport(app=app)
+    services = Services(system.store, system.commands, system.functions, system.settings.data_dir)
+    catalog = WebhookCatalog(system.webhooks, "urn:test", Sender(private=True))
+    worker = FunctionWorker([], services, heartbeat=0.2, ttl=5.0, catalog=catalog)
+    running = asyncio.create_task(worker.run())
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            made = (await client.post("/admin/webhooks", json={"url": url})).json()
+            path = f"/admin/webhooks/{made['id']}"
+            both = {"rotate_secret": True, "secret": made["secret"]}
+            assert (await client.patch(path, json=both)).status_code == 422
+            rotated = await client.patch(path, json={"rotate_secret": True})
+            assert rotated.status_code == 200, rotated.text
+            shown = (await client.get(path)).json()
+            old, new = made["secret"], rotated.json()["secret"]
+            assert new.startswith("whsec_") and new != old and "secret" not in shown
+            until = datetime.fromisoformat(shown["previous_secret_until"])
+            assert until > datetime.now(UTC) + timedelta(hours=23)  # a day by default
+            during, headers = await signed_by(new, system, received)
+            last = new_secret()
+            again = await client.patch(path, json={"secret": last, "secret_grace": 0})
+            assert again.json()["secret"] == last and again.json()["previous_secret_until"] is None
+            after, later = await signed_by(last, system, received)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert Webhook(old).verify(during, headers)["type"] == "InventoryItemCreated"
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(after, later)
+
+
+async def signed_by(
+    secret: str, system: System, received: list[tuple[bytes, dict[str, str]]]
+) -> tuple[bytes, dict[str, str]]:
+    """Append events until a delivery arrives that `secret` verifies (a worker takes a
+    change of the subscription at its next heartbeat); that delivery."""
+    async with asyncio.timeout(20):
+        while True:
+            await system.store.append("InventoryItem-r", [NewEvent("InventoryItemCreated", {})])
+            await asyncio.sleep(0.2)
+            for body, headers in received:
+                with contextlib.suppress(WebhookVerificationError):
+                    Webhook(secret).verify(body, headers)
+                    return body, headers
 
 
 async def ready(value: bool) -> bool:

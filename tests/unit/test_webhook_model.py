@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import socket
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks import Webhook
 
 from eventgate.webhooks.delivery import PublicResolver, checked_target
-from eventgate.webhooks.model import Invalid, new_secret, parse_new, parse_update
+from eventgate.webhooks.model import GRACE, Invalid, new_secret, parse_new, parse_update
 
 INSIDE = [
     "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
@@ -142,5 +142,39 @@ def test_enabling_clears_the_failures_and_the_reason_and_every_update_is_a_versi
     assert moved.secret == made.secret
     off = parse_update(moved, {"enabled": False})
     assert off.disabled_reason == "disabled over the admin API"
-    with pytest.raises(Invalid, match="unknown field"):
-        parse_update(moved, {"secret": new_secret()})  # a secret is set once, at creation
+    assert off.secret == made.secret and off.previous_secret is None
+
+
+def test_a_rotation_keeps_the_replaced_secret_signing_until_its_grace_ends() -> None:
+    made = parse_new({"url": "http://h/"}, head=0)
+    rotated = parse_update(made, {"rotate_secret": True, "secret_grace": 60})
+    assert rotated.secret != made.secret and rotated.previous_secret == made.secret
+    assert rotated.previous_until is not None and rotated.version == made.version + 1
+    now = datetime.now(UTC)
+    assert rotated.signing_secrets(now) == [rotated.secret, made.secret]
+    assert rotated.signing_secrets(rotated.previous_until) == [rotated.secret]
+    assert rotated.to_json()["previous_secret_until"] == rotated.previous_until.isoformat()
+    given = "whsec_" + base64.b64encode(b"g" * 32).decode()
+    again = parse_update(rotated, {"secret": given})  # the oldest is dropped
+    assert (again.secret, again.previous_secret) == (given, rotated.secret)
+    assert again.previous_until is not None
+    assert again.previous_until - now >= timedelta(seconds=GRACE - 5)
+    assert parse_update(again, {"url": "http://i/"}).signing_secrets(now) == [given, rotated.secret]
+
+
+@pytest.mark.parametrize(
+    ("update", "reason"),
+    [({"rotate_secret": True, "secret": new_secret()}, "not both"),
+     ({"rotate_secret": "yes"}, "rotate_secret must"),
+     ({"secret": "whsec_short"}, "secret must"),
+     ({"secret_grace": 10}, "goes with a new secret"),
+     ({"rotate_secret": True, "secret_grace": -1}, "secret_grace must"),
+     ({"rotate_secret": True, "secret_grace": 8 * 86400}, "secret_grace must"),
+     ({"rotate_secret": True, "secret_grace": "1"}, "secret_grace must")],
+)  # fmt: skip
+def test_a_bad_rotation_is_refused(update: dict[str, object], reason: str) -> None:
+    made = parse_new({"url": "http://h/"}, head=0)
+    with pytest.raises(Invalid, match=reason):
+        parse_update(made, update)
+    with pytest.raises(Invalid, match="differ"):
+        parse_update(made, {"secret": made.secret})

@@ -21,8 +21,8 @@ MAX_BODY = 64 * 1024
 
 
 class WebhookAdmin:
-    """Create, list, show, update and delete subscriptions. The secret is shown once, in the
-    answer to the create; it is never logged."""
+    """Create, list, show, update and delete subscriptions. A secret is shown once, in the
+    answer to the create or the update that rotated it; it is never logged."""
 
     def __init__(
         self, webhooks: WebhookStore, store: EventStore, functions: FunctionStore, private: bool
@@ -74,7 +74,7 @@ class WebhookAdmin:
             raise HTTPProblem(422, str(e)) from None
         if not await self._webhooks.update(changed):
             raise HTTPProblem(409, "the subscription changed meanwhile; read it and try again")
-        return _json(changed.to_json())
+        return _json(changed.to_json(secret=changed.secret != current.secret))
 
     async def delete_webhook(self, request: Request) -> Response:
         if not await self._webhooks.delete(_id(request)):

@@ -184,7 +184,10 @@ class Delivery:
         self._sender = sender
         self._source = source
         self._store = store
-        self._signer = Webhook(subscription.secret)
+        self._signers = [
+            (Webhook(secret), secret)
+            for secret in filter(None, (subscription.secret, subscription.previous_secret))
+        ]
         self._streams = TypeFilter(subscription.streams) if subscription.streams else None
 
     async def __call__(self, event: FunctionEvent, ctx: Context) -> None:
@@ -200,7 +203,7 @@ class Delivery:
             "Content-Type": CONTENT_TYPE,
             "webhook-id": message_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self._signer.sign(message_id, now, body.decode()),
+            "webhook-signature": self._signature(message_id, now, body.decode()),
         }
         try:
             await self._sender.post(s.url, body, headers)
@@ -211,6 +214,17 @@ class Delivery:
         if self.failing:
             self.failing = 0
             await self._store.delivered(s.id)
+
+    def _signature(self, message_id: str, now: datetime, body: str) -> str:
+        """`v1,<signature>` with the current secret, and after a rotation, while the grace
+        lasts, a second one with the secret it replaced (space-separated, as Standard
+        Webhooks allows), so a receiver holding either verifies."""
+        valid = self.subscription.signing_secrets(now)
+        return " ".join(
+            signer.sign(message_id, now, body)
+            for signer, secret in self._signers
+            if secret in valid
+        )
 
     async def _dead_lettered(self, error: str) -> bool:
         """Count a last failed attempt; True when the subscription was disabled before it

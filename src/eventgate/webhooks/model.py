@@ -12,7 +12,7 @@ import binascii
 import re
 import secrets
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,13 +21,16 @@ import uuid_utils
 from eventgate.errors import ConfigError
 from eventgate.hub.hub import TypeFilter
 
-__all__ = ["PREFIX", "Invalid", "Subscription", "new_secret", "parse_new", "parse_update"]
+__all__ = ["GRACE", "PREFIX", "Invalid", "Subscription", "new_secret", "parse_new", "parse_update"]
 
 PREFIX = "webhook."
 """Function names of webhooks start with this: `webhook.<subscription id>`."""
 
 _SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
 _MAX_PATTERNS = 50
+GRACE = 86400.0
+"""Seconds a replaced secret still signs after a rotation, by default (at most a week)."""
+_MAX_GRACE = 7 * 86400.0
 _SETTINGS = {  # name: (default, smallest, largest)
     "retries": (5, 0, 20),
     "backoff": (1.0, 0.05, 25.0),
@@ -42,7 +45,9 @@ class Invalid(ValueError):
 @dataclass(frozen=True)
 class Subscription:
     """One subscription as stored. `start`: events at or below this position are skipped;
-    `failing`: dead letters since its last delivery; `version` grows with every change."""
+    `failing`: dead letters since its last delivery; `version` grows with every change;
+    `previous_secret`: the secret a rotation replaced, which also signs until
+    `previous_until`."""
 
     id: str
     url: str
@@ -59,6 +64,8 @@ class Subscription:
     version: int
     created: datetime
     updated: datetime
+    previous_secret: str | None = None
+    previous_until: datetime | None = None
 
     @property
     def function(self) -> str:
@@ -70,8 +77,16 @@ class Subscription:
         keeps both), the same on every retry, replay and redelivery."""
         return f"msg_{self.id}_{event_id}"
 
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets a delivery at `now` is signed with: the current one, and the one a
+        rotation replaced while its grace lasts."""
+        if self.previous_secret and self.previous_until and now < self.previous_until:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
     def to_json(self, *, secret: bool = False) -> dict[str, Any]:
-        """As the admin API shows it; the secret only in the response that created it."""
+        """As the admin API shows it; the secret only in the response that created or
+        rotated it."""
         shown: dict[str, Any] = {
             "id": self.id,
             "url": self.url,
@@ -87,6 +102,11 @@ class Subscription:
             "function": self.function,
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
+            "previous_secret_until": (
+                self.previous_until.isoformat()
+                if self.previous_until and self.previous_until > datetime.now(UTC)
+                else None
+            ),
         }
         if secret:
             shown["secret"] = self.secret
@@ -126,8 +146,14 @@ def parse_new(body: Any, head: int) -> Subscription:
 
 
 def parse_update(current: Subscription, body: Any) -> Subscription:
-    """`current` with an update request's changes; enabling clears the failure count."""
-    fields = _object(body, {"url", "types", "streams", "enabled", *_SETTINGS})
+    """`current` with an update request's changes; enabling clears the failure count; a new
+    secret (`"secret"` given, or `"rotate_secret": true` to have one made) keeps the one it
+    replaces signing for `secret_grace` seconds."""
+    fields = _object(
+        body,
+        {"url", "types", "streams", "enabled", "secret", "rotate_secret", "secret_grace",
+         *_SETTINGS},
+    )  # fmt: skip
     changed = replace(
         current,
         url=_url(fields["url"]) if "url" in fields else current.url,
@@ -141,6 +167,9 @@ def parse_update(current: Subscription, body: Any) -> Subscription:
         backoff=float(_setting(fields, "backoff", current.backoff)),
         disable_after=int(_setting(fields, "disable_after", current.disable_after)),
     )
+    rotated = _rotated(current, fields)
+    if rotated is not None:
+        changed = replace(changed, **rotated)
     if "enabled" in fields:
         enabled = fields["enabled"]
         if not isinstance(enabled, bool):
@@ -149,6 +178,29 @@ def parse_update(current: Subscription, body: Any) -> Subscription:
         if enabled != current.enabled:
             changed = replace(changed, enabled=enabled, disabled_reason=reason, failing=0)
     return replace(changed, version=current.version + 1, updated=datetime.now(UTC))
+
+
+def _rotated(current: Subscription, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The secret fields a rotation sets, or None when the update rotates nothing."""
+    rotate = fields.get("rotate_secret", False)
+    if not isinstance(rotate, bool):
+        raise Invalid("rotate_secret must be true or false")
+    if rotate and "secret" in fields:
+        raise Invalid("give a secret or ask for one to be made (rotate_secret), not both")
+    if not rotate and "secret" not in fields:
+        if "secret_grace" in fields:
+            raise Invalid("secret_grace goes with a new secret (secret or rotate_secret)")
+        return None
+    grace = fields.get("secret_grace", GRACE)
+    if isinstance(grace, bool) or not isinstance(grace, int | float):
+        raise Invalid("secret_grace must be a number of seconds")
+    if not 0 <= grace <= _MAX_GRACE:
+        raise Invalid(f"secret_grace must be from 0 to {_MAX_GRACE:g} seconds")
+    secret = _secret(fields["secret"]) if "secret" in fields else new_secret()
+    if secret == current.secret:
+        raise Invalid("the new secret must differ from the current one")
+    until = datetime.now(UTC) + timedelta(seconds=grace)
+    return {"secret": secret, "previous_secret": current.secret, "previous_until": until}
 
 
 def _object(body: Any, allowed: set[str]) -> dict[str, Any]:

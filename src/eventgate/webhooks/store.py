@@ -22,7 +22,7 @@ __all__ = ["PostgresWebhookStore", "SQLiteWebhookStore", "WebhookStore"]
 
 _COLUMNS = (
     "id, url, types, streams, secret, start, retries, backoff, disable_after, enabled,"
-    " disabled_reason, failing, version, created, updated"
+    " disabled_reason, failing, version, created, updated, previous_secret, previous_until"
 )
 _TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -33,6 +33,14 @@ CREATE TABLE IF NOT EXISTS {name} (
     version integer NOT NULL, created text NOT NULL, updated text NOT NULL
 );
 """
+_ADDED = ("previous_secret", "previous_until")  # text, NULL: secret rotation (schema 2)
+_PG_ADDED = "".join(
+    f"ALTER TABLE eventgate_webhooks ADD COLUMN IF NOT EXISTS {c} text;\n" for c in _ADDED
+)
+_SET = (  # the columns an update writes (all but id, start and created), in `_row`'s order
+    "url", "types", "streams", "secret", "retries", "backoff", "disable_after", "enabled",
+    "disabled_reason", "failing", "version", "updated", "previous_secret", "previous_until",
+)  # fmt: skip
 _DISABLED = "{} events in a row dead-lettered; the last: {}"
 
 
@@ -54,17 +62,25 @@ def _row(subscription: Subscription) -> tuple[Any, ...]:
     return (
         s.id, s.url, orjson.dumps(s.types).decode(), orjson.dumps(s.streams).decode(), s.secret,
         s.start, s.retries, s.backoff, s.disable_after, s.enabled, s.disabled_reason, s.failing,
-        s.version, s.created.isoformat(), s.updated.isoformat(),
+        s.version, s.created.isoformat(), s.updated.isoformat(), s.previous_secret,
+        s.previous_until.isoformat() if s.previous_until else None,
     )  # fmt: skip
+
+
+def _changes(subscription: Subscription) -> tuple[Any, ...]:
+    """The values of `_SET`, in order, then the id and the version the update replaces."""
+    row = _row(subscription)
+    return (*row[1:5], *row[6:13], *row[14:17], row[0], subscription.version - 1)
 
 
 def _subscription(row: Sequence[Any]) -> Subscription:
     (id_, url, types, streams, secret, start, retries, backoff, disable_after, enabled,
-     reason, failing, version, created, updated) = row  # fmt: skip
+     reason, failing, version, created, updated, previous, until) = row  # fmt: skip
     return Subscription(
         id_, url, tuple(orjson.loads(types)), tuple(orjson.loads(streams)), secret, start,
         retries, backoff, disable_after, bool(enabled), reason, failing, version,
-        datetime.fromisoformat(created), datetime.fromisoformat(updated),
+        datetime.fromisoformat(created), datetime.fromisoformat(updated), previous,
+        datetime.fromisoformat(until) if until else None,
     )  # fmt: skip
 
 
@@ -77,16 +93,22 @@ class SQLiteWebhookStore:
     @classmethod
     async def open(cls, path: Path) -> SQLiteWebhookStore:
         store = cls(path)
-        await store._file.on_writer(
-            lambda: store._file.connection().executescript(_TABLE.format(name="webhooks"))
-        )
+        await store._file.on_writer(store._create)
         return store
+
+    def _create(self) -> None:
+        connection = self._file.connection()
+        connection.executescript(_TABLE.format(name="webhooks"))
+        present = {row[1] for row in connection.execute("PRAGMA table_info(webhooks)")}
+        for column in _ADDED:
+            if column not in present:
+                connection.execute(f"ALTER TABLE webhooks ADD COLUMN {column} text")
 
     async def close(self) -> None:
         await self._file.close()
 
     async def create(self, subscription: Subscription) -> None:
-        await self._write(f"INSERT INTO webhooks ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+        await self._write(f"INSERT INTO webhooks ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                           _row(subscription))  # fmt: skip
 
     async def all(self) -> list[Subscription]:
@@ -98,14 +120,9 @@ class SQLiteWebhookStore:
 
     async def update(self, subscription: Subscription) -> bool:
         """Store `subscription` unless it changed since it was read (its version - 1)."""
-        row = _row(subscription)
-        sql = (
-            "UPDATE webhooks SET url = ?, types = ?, streams = ?, retries = ?, backoff = ?,"
-            " disable_after = ?, enabled = ?, disabled_reason = ?, failing = ?, version = ?,"
-            " updated = ? WHERE id = ? AND version = ?"
-        )
-        args = (*row[1:4], *row[6:13], row[14], row[0], subscription.version - 1)
-        return await self._write(sql, args) == 1
+        sets = ", ".join(f"{c} = ?" for c in _SET)
+        sql = f"UPDATE webhooks SET {sets} WHERE id = ? AND version = ?"
+        return await self._write(sql, _changes(subscription)) == 1
 
     async def delete(self, subscription_id: str) -> bool:
         return await self._write("DELETE FROM webhooks WHERE id = ?", (subscription_id,)) == 1
@@ -154,14 +171,14 @@ class PostgresWebhookStore:
 
     @classmethod
     async def open(cls, dsn: str) -> PostgresWebhookStore:
-        ddl = _TABLE.format(name="eventgate_webhooks")
-        return cls(await open_pool(dsn, 4, "webhooks", 1, ddl))
+        ddl = _TABLE.format(name="eventgate_webhooks") + _PG_ADDED
+        return cls(await open_pool(dsn, 4, "webhooks", 2, ddl))
 
     async def close(self) -> None:
         await self._pool.close()
 
     async def create(self, subscription: Subscription) -> None:
-        marks = ", ".join(f"${i}" for i in range(1, 16))
+        marks = ", ".join(f"${i}" for i in range(1, 18))
         await self._pool.execute(
             f"INSERT INTO eventgate_webhooks ({_COLUMNS}) VALUES ({marks})", *_row(subscription)
         )
@@ -174,13 +191,12 @@ class PostgresWebhookStore:
         return found[0] if found else None
 
     async def update(self, subscription: Subscription) -> bool:
-        row = _row(subscription)
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_SET, 1))
+        n = len(_SET)
         status = await self._pool.execute(
-            "UPDATE eventgate_webhooks SET url = $1, types = $2, streams = $3, retries = $4,"
-            " backoff = $5, disable_after = $6, enabled = $7, disabled_reason = $8,"
-            " failing = $9, version = $10, updated = $11 WHERE id = $12 AND version = $13",
-            *row[1:4], *row[6:13], row[14], row[0], subscription.version - 1,
-        )  # fmt: skip
+            f"UPDATE eventgate_webhooks SET {sets} WHERE id = ${n + 1} AND version = ${n + 2}",
+            *_changes(subscription),
+        )
         return bool(status == "UPDATE 1")
 
     async def delete(self, subscription_id: str) -> bool:
