@@ -128,7 +128,7 @@ def test_the_registry_needs_the_read_scope_and_asyncapi_no_key(secured: Server) 
         key = {"X-API-Key": KEYS["reader"]}
         assert client.get("/api/schemas/InventoryItemCreated/1", headers=key).status_code == 200
         document = client.get("/asyncapi.json").json()
-        assert set(document["components"]["securitySchemes"]) == {"apiKey", "bearer"}
+        assert set(document["components"]["securitySchemes"]) == {"apiKey", "bearer", "apiKeyQuery"}
 
 
 def test_older_versions_come_from_the_released_file(tmp_path: Path) -> None:

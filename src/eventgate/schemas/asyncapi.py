@@ -31,11 +31,14 @@ _PARAMETER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 _WEBHOOK_HEADERS = {
     "type": "object",
     "properties": {
-        "webhook-id": {"type": "string", "description": "the event's id (deduplicate on it)"},
+        "webhook-id": {"type": "string", "description": "msg_<subscription id>_<event id>:"
+                       " the same on every retry of one event to one subscription"
+                       " (deduplicate on it)"},
         "webhook-timestamp": {"type": "string", "pattern": "^[0-9]+$",
                               "description": "seconds since the epoch, when signed"},
         "webhook-signature": {"type": "string", "description": "v1,<base64 HMAC-SHA256 of"
-                              " id.timestamp.body with the subscription's secret>"},
+                              " id.timestamp.body with the subscription's secret>; two"
+                              " space-separated while a rotated secret's grace lasts"},
         "content-type": {"const": "application/cloudevents+json"},
     },
     "required": ["webhook-id", "webhook-timestamp", "webhook-signature"],
@@ -80,7 +83,10 @@ def asyncapi_document(
         document["components"]["securitySchemes"] = {
             "apiKey": {"type": "httpApiKey", "name": "X-API-Key", "in": "header"},
             "bearer": {"type": "http", "scheme": "bearer"},
-        }
+            "apiKeyQuery": {"type": "httpApiKey", "name": "api_key", "in": "query",
+                            "description": "the event streams only (browsers' EventSource and"
+                            " WebSocket cannot send headers)"},
+        }  # fmt: skip
     _add_sse(document, app, types)
     _add_websocket(document)
     _add_webhooks(document, types)
@@ -91,8 +97,8 @@ def asyncapi_document(
 
 def _servers(broker_url: str | None, secured: bool) -> dict[str, Any]:
     host = {"host": {"default": "localhost:8000", "description": "the gateway's address"}}
-    security = [{"$ref": "#/components/securitySchemes/apiKey"},
-                {"$ref": "#/components/securitySchemes/bearer"}] if secured else []  # fmt: skip
+    schemes = ("apiKey", "bearer", "apiKeyQuery") if secured else ()
+    security = [{"$ref": f"#/components/securitySchemes/{scheme}"} for scheme in schemes]
     servers: dict[str, Any] = {
         "gateway": {"host": "{host}", "protocol": "http", "variables": host,
                     "description": "the gateway: Server-Sent Events (scope read)"},
@@ -153,9 +159,11 @@ def _add_websocket(document: dict[str, Any]) -> None:
         "description": f"GET {EVENTS_SOCKET_PATH}, optional subprotocol {PROTOCOL}; JSON text"
         f" frames, up to {MAX_SUBSCRIPTIONS} subscriptions per connection, each with its events"
         " in store order. An error frame leaves the connection open. Close codes: 1008 the"
-        f" client took too long to take a frame, 1009 a message over {MAX_MESSAGE} bytes,"
+        " client took too long to take a frame or kept sending past the message rate,"
+        f" 1009 a message over {MAX_MESSAGE} bytes,"
         " 1011 the store"
-        " could not be read, 1012 the server is stopping, 1013 past the client limit; resume"
+        " could not be read, 1012 the server is stopping, 1013 past the client limit or the"
+        " consumer's stream limit; resume"
         " each subscription with `after`.",
     }
     incoming = ["ws.subscribe", "ws.unsubscribe"]

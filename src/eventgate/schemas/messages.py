@@ -121,8 +121,10 @@ def websocket_messages(types: list[str]) -> dict[str, Any]:
             "subscription": _SUBSCRIPTION,
             "event": {"oneOf": events} if events else {"type": "object"},
         }, ["subscription", "event"]),
-        "error": _frame("error", "a problem with a frame or a subscription", {
+        "error": _frame("error", "a problem with a frame or a subscription; with `sequence`,"
+                        " an event too big for a frame (read it over SSE), skipped", {
             "subscription": {"type": ["string", "null"]},
+            "sequence": {"type": "string"},
             "problem": {"$ref": _SCHEMAS + "Problem"},
         }, ["subscription", "problem"]),
     }  # fmt: skip
