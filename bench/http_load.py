@@ -79,9 +79,11 @@ def start_eventgate(data: Path) -> tuple[subprocess.Popen[str], str]:
         env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert process.stdout is not None
-    found = re.search(r"http://[\d.]+:\d+", process.stdout.readline())
+    first = process.stdout.readline()
+    found = re.search(r"http://[\d.]+:\d+", first)
     if found is None:
-        raise SystemExit("eventgate up did not start")
+        process.kill()
+        raise SystemExit(f"eventgate up did not start: {first.strip() or 'no output'}")
     return process, found.group(0)
 
 

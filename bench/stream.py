@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
+from http_load import start_eventgate
 from webhook_load import webhook_eps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,21 +41,6 @@ _TIME = re.compile(rb'"time":"([^"]+)"')
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def start_eventgate(data: Path) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eventgate.cli", "up", "--data", str(data), "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    found = re.search(r"http://[\d.]+:\d+", first)
-    if found is None:
-        process.kill()
-        raise SystemExit(f"eventgate up did not start: {first.strip() or 'no output'}")
-    return process, found.group(0)
 
 
 async def post_events(session: aiohttp.ClientSession, count: int, concurrency: int = 32) -> int:

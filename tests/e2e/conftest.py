@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -69,3 +72,25 @@ def stock(
         content=f'{{"count": {count!r}}}'.replace("'", '"'),
         headers={"Content-Type": f"application/json; domain-model={model}", **headers},
     )
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium (apt-get install chromium) driven by Playwright: no browser download.
+    Missing, it fails the test under CI and skips it elsewhere."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

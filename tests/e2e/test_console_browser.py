@@ -7,9 +7,7 @@ only an admin key can use it."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +17,6 @@ import httpx
 import pytest
 
 from tests.e2e.server import Deployment, EnvoyDeployment, Server, keyed_server
-from tests.e2e.test_event_stream_browser import CHROMIUM_FLAGS
 from tests.postgres import database_for
 
 WAIT_MS = 15_000
@@ -35,21 +32,6 @@ name = "reader"
 key_sha256 = "{reader}"
 scopes = ["read"]
 """
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    binary = shutil.which("chromium")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

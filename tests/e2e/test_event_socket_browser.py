@@ -12,7 +12,6 @@ from typing import Any
 from tests.e2e.conftest import create, item_url
 from tests.e2e.server import Server, keyed_server
 from tests.e2e.test_event_socket import CONFIG, KEYS
-from tests.e2e.test_event_stream_browser import chromium  # noqa: F401 - the fixture
 from tests.postgres import free_port
 
 FOLLOW = """
@@ -56,7 +55,7 @@ REFUSED = """
 
 
 def test_a_browser_subscribes_with_its_key_and_resumes_after_a_restart(
-    chromium: Any,  # noqa: F811
+    chromium: Any,
     tmp_path: Path,
 ) -> None:
     port = free_port()

@@ -4,21 +4,13 @@ Last-Event-ID and gets exactly what came after: nothing lost, nothing twice."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.e2e.conftest import create, item_url
 from tests.e2e.server import Server, keyed_server
 from tests.postgres import free_port
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]  # fmt: skip
 FOLLOW = """
 (path) => {
   window.seen = [];
@@ -31,21 +23,6 @@ FOLLOW = """
   };
 }
 """
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    binary = shutil.which("chromium")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def test_a_browser_follows_events_and_resumes_after_a_restart(
