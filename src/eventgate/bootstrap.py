@@ -42,6 +42,8 @@ from eventgate.gateway.internal import InternalOnly, WithHealth
 from eventgate.gateway.routes import RouteTable
 from eventgate.http.etags import KEY_BYTES, ETagCipher, load_or_create_key
 from eventgate.hub.hub import EventHub
+from eventgate.metrics.endpoint import MetricsEndpoint
+from eventgate.metrics.sampling import Sampler
 from eventgate.pgschema import shared_key
 from eventgate.processes.membership import Membership
 from eventgate.processes.registry import (
@@ -354,11 +356,14 @@ def gateway(
     config: GatewayConfig,
     upstreams: Mapping[str, ASGIApp],
     broker_url: str | None = None,
+    sampler: Sampler | None = None,
 ) -> Gateway:
     """The gateway of `app` in front of `upstreams` (in-process apps or RemoteUpstreams);
-    `broker_url` puts the broker's channels in its AsyncAPI document."""
+    `broker_url` puts the broker's channels in its AsyncAPI document. It answers /metrics
+    (scope admin), reading what `sampler` reads first."""
     return Gateway(route_table(app), upstreams, config, gateway_openapi(app, config),
-                   gateway_asyncapi(app, config, broker_url))  # fmt: skip
+                   gateway_asyncapi(app, config, broker_url),
+                   metrics=MetricsEndpoint(sampler))  # fmt: skip
 
 
 @dataclass
@@ -369,6 +374,8 @@ class HTTPSystem:
     gateway: Gateway
     idempotency: IdempotencyStore
     watcher: ReadModelWatcher
+    sampler: Sampler
+    """What /metrics reads from the stores: each role running here adds its part."""
 
     async def close(self) -> None:
         await self.idempotency.close()
@@ -392,9 +399,11 @@ async def open_http(
         "queries": query_service(system, cipher, config),
         "admin": commands,
     }
+    sampler = Sampler(system.store)
     return HTTPSystem(
         system,
-        gateway(app, config, upstreams, settings.broker_url),
+        gateway(app, config, upstreams, settings.broker_url, sampler),
         idempotency,
         read_model_watcher(system),
+        sampler,
     )

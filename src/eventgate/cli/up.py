@@ -118,15 +118,19 @@ async def _up(
             await registry.close()
             raise
         relay = Relay(http.system.store, broker)
+        http.sampler.relay(relay.checkpoint)
         tasks.append(while_leased(membership, "relay", "relay", relay.run))
         http.system.upsert.read_from(JetStreamFeed(broker, http.system.store))
     if "projections" in roles:
         tasks.append(http.system.upsert.run())
+        http.sampler.projections(http.system.read_store, lambda: http.system.upsert.held)
     if functions is not None:
         worker = function_worker(
             http.system, functions.functions, functions.settings, broker, worker_id=membership.id
         )
         tasks.append(worker.run())
+        names = frozenset(f.name for f in functions.functions)
+        http.sampler.functions(http.system.functions, names)
     elsewhere = [r for r in ("projections", "functions") if r not in roles]
     out.print(
         f"eventgate up: gateway on {address(sock)}"

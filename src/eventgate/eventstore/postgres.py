@@ -43,6 +43,7 @@ from eventgate.eventstore.model import (
 )
 from eventgate.eventstore.protocol import ANY_VERSION
 from eventgate.eventstore.upcasting import Upcasters
+from eventgate.metrics.families import record_commit
 from eventgate.pgschema import open_pool
 
 __all__ = ["PostgresEventStore"]
@@ -276,6 +277,8 @@ class PostgresEventStore:
                     if not pending.future.done():
                         pending.future.set_exception(failure)
                 continue
+            ok = [p for p, (kind, *_) in zip(batch, outcomes, strict=True) if kind == "ok"]
+            record_commit("postgresql", len(ok), sum(len(p.events) for p in ok))
             for pending, outcome in zip(batch, outcomes, strict=True):
                 await self._settle(pending, outcome)
 

@@ -49,6 +49,7 @@ from eventgate.eventstore.model import (
 )
 from eventgate.eventstore.protocol import ANY_VERSION, NO_STREAM
 from eventgate.eventstore.upcasting import Upcasters
+from eventgate.metrics.families import record_commit
 from eventgate.sqlitefile import SQLiteFile, in_chunks, write_transaction
 
 __all__ = ["SQLiteEventStore"]
@@ -184,6 +185,8 @@ class SQLiteEventStore:
                     request.future.set_exception(outcome)
                 else:
                     request.future.set_result(outcome)
+            appended = sum(not isinstance(outcome, Exception) for outcome in outcomes)
+            record_commit("sqlite", appended, len(written))
             self._remember(written)
             self._signal.set()
             self._signal = asyncio.Event()

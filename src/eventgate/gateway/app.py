@@ -35,11 +35,13 @@ from eventgate.gateway.docs import DocsPages
 from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
+from eventgate.metrics.http import RequestMeter, route_label
 
 __all__ = [
     "KEY_HEADERS",
     "MAX_REQUEST_ID",
     "MAX_URL_BYTES",
+    "METRICS_ROUTE",
     "QUERY_KEY",
     "REQUEST_ID_CHARACTERS",
     "Gateway",
@@ -62,6 +64,8 @@ QUERY_KEY = "api_key"
 """Where a request to an event stream may carry the key instead (browsers cannot set
 headers on a WebSocket or an EventSource): see `takes_query_key`."""
 _READS = frozenset({"GET", "HEAD"})
+METRICS_ROUTE = GatewayRoute(frozenset({"GET", "HEAD"}), "/metrics", "metrics", scope="admin")
+"""The process's Prometheus metrics (metrics/), behind the admin scope when keys are set."""
 Admission = tuple[Response | None, "Consumer | None", GatewayRoute | None, dict[str, str]]
 
 
@@ -76,10 +80,14 @@ class Gateway:
         config: GatewayConfig,
         openapi: Mapping[str, Any],
         asyncapi: Mapping[str, Any] | None = None,
+        metrics: ASGIApp | None = None,
     ) -> None:
         missing = {r.upstream for r in table.routes} - set(upstreams)
         if missing:
             raise ValueError(f"routes name unknown upstreams {sorted(missing)}")
+        if metrics is not None:  # `/metrics`, answered here with the admin scope (metrics/)
+            table = RouteTable([*table.routes, METRICS_ROUTE])
+            upstreams = {**upstreams, METRICS_ROUTE.upstream: metrics}
         self._table = table
         self._upstreams = upstreams
         self._config = config
@@ -93,10 +101,19 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return
+        meter = RequestMeter(send)
+        try:
+            await self._handle(scope, receive, meter)
+        finally:
+            meter.done("gateway", scope.get("method", "GET"))
+
+    async def _handle(self, scope: Scope, receive: Receive, meter: RequestMeter) -> None:
+        send = meter.send
         socket = scope["type"] == "websocket"
         request_headers = dict(scope["headers"])
         request_id = _request_id(request_headers)
         answer, consumer, route, limit_headers = self._admit(scope, request_headers)
+        meter.route = route_label(route.pattern if route else None, scope["path"])
         extra = [(_REQUEST_ID_HEADER, request_id)]
         extra += [(k.lower().encode(), v.encode()) for k, v in limit_headers.items()]
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from eventgate.errors import StaleCheckpoint
 from eventgate.eventstore.model import RecordedEvent, Scanned
 from eventgate.hub.hub import Delivery, EventHub
+from eventgate.metrics.families import PROJECTION_BATCH_SECONDS
 from eventgate.projections.changes import ALL_ROWS, ChangeFeed, RecordChanged
 from eventgate.projections.parking import SKIP, ParkedStream
 from eventgate.projections.projection import Projection
@@ -210,7 +211,11 @@ class UpsertService:
         ]
         if not deliveries:
             return
+        started = asyncio.get_running_loop().time()
         applied = await self._read_store.apply_all(deliveries)
+        took = asyncio.get_running_loop().time() - started
+        for projection, _ in deliveries:
+            PROJECTION_BATCH_SECONDS.labels(projection.name).observe(took)
         for (projection, delivery), changes in zip(deliveries, applied, strict=True):
             checkpoints[projection.name] = delivery.position
             await self._feed.publish(projection.name, delivery.position, changes)

@@ -35,6 +35,7 @@ from eventgate.eventstore.protocol import EventStore
 from eventgate.http.problems import HTTPProblem
 from eventgate.http.router import header
 from eventgate.hub.hub import TypeFilter
+from eventgate.metrics.families import STREAM_CLIENTS
 from eventgate.streaming.cloudevents import structured
 from eventgate.streaming.quota import MAX_STREAMS_PER_CONSUMER, StreamQuota, consumer_of
 from eventgate.streaming.tail import Tail
@@ -146,6 +147,7 @@ class _Stream:
         owner = self._owner
         owner.clients += 1
         owner.quota.hold(self._consumer)
+        STREAM_CLIENTS.labels("sse").inc()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -159,6 +161,7 @@ class _Stream:
         finally:
             owner.clients -= 1
             owner.quota.release(self._consumer)
+            STREAM_CLIENTS.labels("sse").dec()
 
     async def _body(self, receive: Receive, send: Send) -> None:
         """Batches as they come, a heartbeat when none came for a while; ends when the client

@@ -49,6 +49,7 @@ from eventgate.errors import ConfigError
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.http.problems import HTTPProblem, problem_body
 from eventgate.hub.hub import TypeFilter
+from eventgate.metrics.families import STREAM_CLIENTS
 from eventgate.streaming.cloudevents import structured
 from eventgate.streaming.quota import consumer_of
 from eventgate.streaming.sse import EVENTS_PATH, FRAMES_KEPT, MAX_FILTERS, EventStream
@@ -122,9 +123,11 @@ class EventSocket:
         events.clients += 1
         connection = _Connection(self, receive, send, consumer)
         events.quota.hold(consumer)
+        STREAM_CLIENTS.labels("websocket").inc()
         try:
             await connection.run()
         finally:
+            STREAM_CLIENTS.labels("websocket").dec()
             events.clients -= 1
             events.quota.release(consumer, connection.streams)
 
