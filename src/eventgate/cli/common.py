@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -16,6 +16,8 @@ from eventgate.app import App, load_app
 from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings, app_reference, broker_url, database_url
 from eventgate.errors import EventgateError
+from eventgate.health.logs import LOG_FORMAT_ENV, log_format
+from eventgate.health.logs import setup_logging as configure_logging
 
 __all__ = [
     "AppOption",
@@ -23,6 +25,8 @@ __all__ = [
     "CliError",
     "DataDir",
     "DatabaseUrl",
+    "HealthPort",
+    "LogFormat",
     "app",
     "checked",
     "chosen_app",
@@ -94,10 +98,37 @@ def fail(error: Exception) -> NoReturn:
     raise typer.Exit(1) from None
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(chosen: str | None = None) -> None:
+    """Logging in the format `--log-format` chose (else EVENTGATE_LOG_FORMAT, else text),
+    kept in the environment so a supervisor's workers log alike; or one line and exit 1."""
+    try:
+        form = log_format(chosen)
+    except EventgateError as e:
+        fail(e)
+    os.environ[LOG_FORMAT_ENV] = form
+    configure_logging(form)
+
+
+HealthPort = Annotated[
+    int | None,
+    typer.Option(
+        "--health-port",
+        min=0,
+        max=65535,
+        help="Serve /healthz and /readyz on this loopback port (0: any free).",
+        show_default=False,
+    ),
+]
+
+LogFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        envvar=LOG_FORMAT_ENV,
+        help="Logs as text or json (one object a line, with request and correlation ids).",
+        show_default=False,
+    ),
+]
 
 
 def chosen_reference(

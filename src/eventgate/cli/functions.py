@@ -27,6 +27,8 @@ from eventgate.cli.common import (
     CliError,
     DatabaseUrl,
     DataDir,
+    HealthPort,
+    LogFormat,
     app,
     chosen_app,
     err,
@@ -38,7 +40,13 @@ from eventgate.cli.common import (
     settings_for,
     setup_logging,
 )
-from eventgate.cli.serving import run_until_stopped, supervise, worker_argv, worker_env
+from eventgate.cli.serving import (
+    health_probes,
+    run_until_stopped,
+    supervise,
+    worker_argv,
+    worker_env,
+)
 from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.errors import EventgateError
 from eventgate.functions.admin import function_rows
@@ -46,6 +54,7 @@ from eventgate.functions.api import Function
 from eventgate.functions.config import load_functions_config
 from eventgate.functions.loader import load_functions
 from eventgate.functions.state import DeadLetterRecord
+from eventgate.health.readiness import Readiness, broker_check, system_checks
 from eventgate.processes.membership import Membership
 
 __all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
@@ -247,24 +256,30 @@ def serve_functions(
     app_option: AppOption = None,
     url: DatabaseUrl = None,
     broker: BrokerUrl = None,
+    log_format: LogFormat = None,
+    health_port: HealthPort = None,
 ) -> None:
     """Run the functions in N worker processes that share the streams (beside an
     `eventgate up --no-functions`); a worker that dies is restarted, and its streams are
     taken over by the others meanwhile. With --broker they consume from NATS JetStream
     (fed by `eventgate serve relay`) and share the partitions through it."""
-    setup_logging()
+    setup_logging(log_format)
+    if health_port is not None and workers > 1:
+        fail(CliError("--health-port needs --workers 1 (one port per process)"))
     served = chosen_app(app_option, config, data)
     chosen = chosen_functions(served, config, functions)
     settings = settings_for(data, url, config, broker, poll_interval=WORKER_POLL_INTERVAL)
     if workers == 1:
-        run(lambda: _serve_one(settings, served, chosen))
+        run(lambda: _serve_one(settings, served, chosen, health_port))
         return
     modules = [arg for module in functions or [] for arg in ("--functions", module)]
     argv = worker_argv("functions", data, app_option, config, modules)
     run(lambda: supervise(argv, workers, "functions", None, worker_env(url, broker)))
 
 
-async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -> None:
+async def _serve_one(
+    settings: Settings, served: App, chosen: ChosenFunctions, health_port: int | None
+) -> None:
     registry = await open_registry(settings)
     system = await open_system(settings, served)
     broker = None
@@ -275,10 +290,15 @@ async def _serve_one(settings: Settings, served: App, chosen: ChosenFunctions) -
         worker = function_worker(
             system, chosen.functions, chosen.settings, broker, worker_id=membership.id
         )
+        readiness = Readiness()
+        system_checks(readiness, system, functions=True)
+        if broker is not None:
+            readiness.add("broker", broker_check(broker))
+        probes = health_probes(readiness, health_port)
         names = ", ".join(f.name for f in chosen.functions)
         source = f"stream {broker.layout.stream}" if broker else "the store"
         out.print(f"eventgate functions worker {worker.id}: running {names} from {source}")
-        await run_until_stopped(worker.run, [membership.run()])
+        await run_until_stopped(worker.run, [membership.run(), *probes])
     finally:
         if broker is not None:
             await broker.close()

@@ -12,6 +12,7 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from eventgate.app import App
@@ -35,6 +36,8 @@ from eventgate.cli.common import (
     CliError,
     DatabaseUrl,
     DataDir,
+    HealthPort,
+    LogFormat,
     checked,
     chosen_app,
     fail,
@@ -48,6 +51,7 @@ from eventgate.cli.serving import (
     INTERNAL_TOKEN_ENV,
     address,
     check_exposure,
+    health_probes,
     internal_token,
     listening_socket,
     run_until_stopped,
@@ -59,6 +63,9 @@ from eventgate.cli.serving import (
 from eventgate.config import DEFAULT_DATA_DIR, Settings, redact
 from eventgate.gateway.config import GatewayConfig, load_config
 from eventgate.gateway.upstream import RemoteUpstream
+from eventgate.health.logs import AccessLog, logs_json
+from eventgate.health.probes import WithProbes
+from eventgate.health.readiness import Readiness, broker_check, services_check, system_checks
 from eventgate.processes.lease import while_leased
 from eventgate.processes.membership import Membership
 
@@ -94,8 +101,10 @@ def serve_commands(
     app_option: AppOption = None,
     url: DatabaseUrl = None,
     fd: Fd = None,
+    log_format: LogFormat = None,
 ) -> None:
     """The command API (and the admin API) of the app, for a gateway in front of it."""
+    setup_logging(log_format)
     _serve_service("commands", data, host, port, workers, config, insecure, app_option, url, fd)
 
 
@@ -110,15 +119,16 @@ def serve_queries(
     app_option: AppOption = None,
     url: DatabaseUrl = None,
     fd: Fd = None,
+    log_format: LogFormat = None,
 ) -> None:
     """The query API of the app, following read-model changes from any process."""
+    setup_logging(log_format)
     _serve_service("queries", data, host, port, workers, config, insecure, app_option, url, fd)
 
 
 def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
                    config: Path | None, insecure: bool, app_option: str | None,
                    url: str | None, fd: int | None) -> None:  # fmt: skip
-    setup_logging()
     served = chosen_app(app_option, config, data)
     settings = settings_for(data, url, config)
     gateway_config = checked(load_config, config)
@@ -156,9 +166,14 @@ async def _service(kind: str, settings: Settings, served: App, config: GatewayCo
         else:
             asgi = query_service(system, cipher, config)
             tasks.append(read_model_watcher(system).run())
+        readiness = Readiness()
+        system_checks(readiness, system, projections=kind == "queries")
+        served_app = WithProbes(
+            AccessLog(service_guard(asgi, token), access=logs_json()), readiness
+        )
         out.print(f"eventgate {kind}: {address(sock)} (app {served.name},"
                   f" data in {settings.database_shown})")  # fmt: skip
-        await serve_http(service_guard(asgi, token), sock, tasks)
+        await serve_http(served_app, sock, tasks)
     finally:
         if idempotency is not None:
             await idempotency.close()
@@ -178,22 +193,26 @@ def serve_projections(
     app_option: AppOption = None,
     url: DatabaseUrl = None,
     broker: BrokerUrl = None,
+    log_format: LogFormat = None,
+    health_port: HealthPort = None,
 ) -> None:
     """The upsert service: keeps the read models following the log. Run it in several
     processes (or machines): each projection runs in one of them at a time (a lease per
     projection, shared fairly), and another takes it over within seconds when one dies.
     With --broker it reads the log from NATS JetStream (fed by `eventgate serve relay`)."""
-    setup_logging()
+    setup_logging(log_format)
+    if health_port is not None and workers > 1:
+        fail(CliError("--health-port needs --workers 1 (one port per process)"))
     served = chosen_app(app_option, config, data)
     settings = settings_for(data, url, config, broker)
     argv = worker_argv("projections", data, app_option, config)
     if workers > 1:
         run(lambda: supervise(argv, workers, "projections", None, worker_env(url, broker)))
         return
-    run(lambda: _projections(settings, served))
+    run(lambda: _projections(settings, served, health_port))
 
 
-async def _projections(settings: Settings, served: App) -> None:
+async def _projections(settings: Settings, served: App, health_port: int | None) -> None:
     registry = await open_registry(settings)
     membership = Membership(registry, ["projections"])
     try:
@@ -206,11 +225,16 @@ async def _projections(settings: Settings, served: App) -> None:
         if settings.broker_url is not None:
             broker = await open_broker_of(system, f"eventgate projections {membership.id}")
             system.upsert.read_from(JetStreamFeed(broker, system.store))
+        readiness = Readiness()
+        system_checks(readiness, system, projections=True)
+        if broker is not None:
+            readiness.add("broker", broker_check(broker))
+        probes = health_probes(readiness, health_port)
         names = ", ".join(p.name for p in served.projections)
         source = f"stream {broker.layout.stream}" if broker else "the store"
         out.print(f"eventgate projections {membership.id}: {names} from {source}"
                   f" (data in {settings.database_shown})")  # fmt: skip
-        await run_until_stopped(system.upsert.run, [membership.run()])
+        await run_until_stopped(system.upsert.run, [membership.run(), *probes])
     finally:
         if broker is not None:
             await broker.close()
@@ -229,19 +253,21 @@ def serve_relay(
     app_option: AppOption = None,
     url: DatabaseUrl = None,
     broker: BrokerUrl = None,
+    log_format: LogFormat = None,
+    health_port: HealthPort = None,
 ) -> None:
     """Publish every stored event to NATS JetStream (`--broker`), in the store's order and
     exactly once as consumers see it. Run two for a standby: one relays at a time (a lease),
     the other takes over within seconds of its death."""
-    setup_logging()
+    setup_logging(log_format)
     served = chosen_app(app_option, config, data)
     settings = settings_for(data, url, config, broker)
     if settings.broker_url is None:
         fail(CliError("serve relay needs --broker nats://host:4222 (or EVENTGATE_BROKER_URL)"))
-    run(lambda: _relay(settings, served))
+    run(lambda: _relay(settings, served, health_port))
 
 
-async def _relay(settings: Settings, served: App) -> None:
+async def _relay(settings: Settings, served: App, health_port: int | None) -> None:
     registry = await open_registry(settings)
     membership = Membership(registry, ["relay"])
     try:
@@ -256,11 +282,15 @@ async def _relay(settings: Settings, served: App) -> None:
         await registry.close()
         raise
     relay = Relay(system.store, broker)
+    readiness = Readiness()
+    readiness.add("broker", broker_check(broker))
+    system_checks(readiness, system)
     out.print(f"eventgate relay {membership.id}: data in {settings.database_shown} -> stream"
               f" {broker.layout.stream} on {redact(broker.url)}")  # fmt: skip
     try:
         leased = lambda: while_leased(membership, "relay", "relay", relay.run)  # noqa: E731
-        await run_until_stopped(leased, [membership.run()])
+        probes = health_probes(readiness, health_port)
+        await run_until_stopped(leased, [membership.run(), *probes])
     finally:
         await broker.close()
         await system.close()
@@ -287,11 +317,12 @@ def serve_gateway(
     data: DataDir = DEFAULT_DATA_DIR,
     url: DatabaseUrl = None,
     fd: Fd = None,
+    log_format: LogFormat = None,
 ) -> None:
     """The gateway in front of remote command and query services (`--commands URL`,
     `--queries URL`, each repeatable: tried in turn). It needs the app (for its routes and
     OpenAPI document), not its data; with --database-url it registers for `status`."""
-    setup_logging()
+    setup_logging(log_format)
     served = chosen_app(app_option, config, data)
     gateway_config = checked(load_config, config)
     settings = settings_for(data, url, config)
@@ -324,9 +355,16 @@ def serve_gateway(
         tasks = [] if registry is None else [Membership(registry, ["gateway"], address(sock)).run()]
         out.print(f"eventgate gateway: {address(sock)} -> commands {', '.join(commands)};"
                   f" queries {', '.join(queries)}")  # fmt: skip
+        probe_client = httpx.AsyncClient(timeout=min(timeout, 2.0))
+        readiness = Readiness()
+        readiness.add("commands", services_check(probe_client, commands, token))
+        readiness.add("queries", services_check(probe_client, queries, token))
         try:
-            await serve_http(front, sock, tasks)
+            await serve_http(
+                WithProbes(AccessLog(front, access=logs_json()), readiness), sock, tasks
+            )
         finally:
+            await probe_client.aclose()
             for remote in upstream.values():
                 await remote.aclose()
             if registry is not None:

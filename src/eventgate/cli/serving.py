@@ -20,12 +20,15 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from eventgate.cli.common import CliError, err, out
+from eventgate.health.probes import probe_server
+from eventgate.health.readiness import Readiness
 
 __all__ = [
     "INTERNAL_TOKEN_ENV",
     "address",
     "bind",
     "check_exposure",
+    "health_probes",
     "internal_token",
     "listening_socket",
     "run_until_stopped",
@@ -135,6 +138,7 @@ async def serve_http(
             lifespan="off",
             access_log=False,
             log_level="warning",
+            log_config=None,  # uvicorn's lines go through ours (text or JSON)
             timeout_graceful_shutdown=10,
             ws_max_size=WS_MAX_SIZE,
         )
@@ -156,6 +160,15 @@ async def serve_http(
         await asyncio.gather(*helpers, return_exceptions=True)
     if failed:
         raise CliError(f"stopped: a part of this process failed: {failed[0]!r}")
+
+
+def health_probes(readiness: Readiness, port: int | None) -> list[Coroutine[Any, Any, None]]:
+    """The task serving /healthz and /readyz on 127.0.0.1:`port` (none without a port)."""
+    if port is None:
+        return []
+    sock = bind("127.0.0.1", port)
+    _log.info("health probes on %s/healthz and /readyz", address(sock))
+    return [probe_server(readiness, sock)]
 
 
 def _watched(

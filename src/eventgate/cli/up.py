@@ -17,6 +17,7 @@ from eventgate.cli.common import (
     BrokerUrl,
     DatabaseUrl,
     DataDir,
+    LogFormat,
     app,
     checked,
     chosen_app,
@@ -30,6 +31,9 @@ from eventgate.cli.functions import ChosenFunctions, FunctionModules, chosen_fun
 from eventgate.cli.serving import address, bind, check_exposure, serve_http
 from eventgate.config import DEFAULT_DATA_DIR, Settings, redact
 from eventgate.gateway.config import GatewayConfig, load_config
+from eventgate.health.logs import AccessLog, logs_json
+from eventgate.health.probes import WithProbes
+from eventgate.health.readiness import Readiness, broker_check, system_checks
 from eventgate.processes.lease import while_leased
 from eventgate.processes.membership import Membership
 
@@ -64,6 +68,7 @@ def up(
             help="Run no projections here (`eventgate serve projections` does).",
         ),
     ] = False,
+    log_format: LogFormat = None,
 ) -> None:
     """Run the gateway, the command and query APIs, the upsert service and the functions.
 
@@ -72,7 +77,7 @@ def up(
     the app's own and any `--functions` module. With --broker, a relay publishes the events
     to NATS JetStream and the projections and functions consume them from there. Runs until
     SIGINT/SIGTERM."""
-    setup_logging()
+    setup_logging(log_format)
     record = chosen_reference(app_option, config, data)
     served = chosen_app(record)
     chosen = None if no_functions else chosen_functions(served, config, functions)
@@ -131,6 +136,10 @@ async def _up(
         tasks.append(worker.run())
         names = frozenset(f.name for f in functions.functions)
         http.sampler.functions(http.system.functions, names)
+    readiness = Readiness()
+    system_checks(readiness, http.system, projections=True, functions=functions is not None)
+    if broker is not None:
+        readiness.add("broker", broker_check(broker))
     elsewhere = [r for r in ("projections", "functions") if r not in roles]
     out.print(
         f"eventgate up: gateway on {address(sock)}"
@@ -139,7 +148,8 @@ async def _up(
         + (f"; events relayed to {redact(broker.url)}" if broker else "")
     )
     try:
-        await serve_http(http.gateway, sock, tasks)
+        front = WithProbes(AccessLog(http.gateway, access=logs_json()), readiness)
+        await serve_http(front, sock, tasks)
     finally:
         if broker is not None:
             await broker.close()

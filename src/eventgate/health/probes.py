@@ -1,0 +1,102 @@
+"""`GET /healthz` and `GET /readyz`, in front of any ASGI app or on a port of their own.
+
+/healthz: 200 while the process answers HTTP (it touches nothing: a dead database must not
+get every instance restarted). /readyz: 200 when every readiness check passes, else 503
+problem+json naming the checks that failed. Neither needs a key (a probe rarely has one),
+so neither says more than the names of the failing checks to an ordinary client; each
+check's reason (a store's error, which projection is stuck) goes only to a client on
+loopback: an operator on the machine, a sidecar, or the probe port of a process without HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Iterator
+
+import orjson
+import uvicorn
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from eventgate.health.readiness import Readiness
+from eventgate.http.problems import problem
+
+__all__ = ["HEALTHZ", "READYZ", "WithProbes", "probe_server", "probes_app"]
+
+HEALTHZ = "/healthz"
+READYZ = "/readyz"
+_READ = ("GET", "HEAD")
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class WithProbes:
+    """`app`, with GET or HEAD /healthz and /readyz answered before it (no key needed)."""
+
+    def __init__(self, app: ASGIApp, readiness: Readiness) -> None:
+        self._app = app
+        self._readiness = readiness
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in (HEALTHZ, READYZ) or scope["method"] not in _READ:
+            await self._app(scope, receive, send)
+            return
+        answer = _alive() if path == HEALTHZ else await self._ready(_from_loopback(scope))
+        await answer(scope, receive, send)
+
+    async def _ready(self, detailed: bool) -> Response:
+        found = await self._readiness.run()
+        failed = {name: reason for name, reason in found.items() if reason is not None}
+        if not failed:
+            body = {"status": "ready", "checks": {name: "ok" for name in found}}
+            return Response(orjson.dumps(body), 200, _NO_STORE, "application/json")
+        checks = {n: (failed[n] if detailed else "failed") if n in failed else "ok" for n in found}
+        return problem(503, f"not ready: {', '.join(failed)}", _NO_STORE, checks=checks)
+
+
+def _alive() -> Response:
+    return Response(b'{"status": "alive"}', 200, _NO_STORE, "application/json")
+
+
+def _from_loopback(scope: Scope) -> bool:
+    client = scope.get("client")
+    if not client:
+        return False
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(client[0]).is_loopback
+    return False
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        await problem(404)(scope, receive, send)
+
+
+def probes_app(readiness: Readiness) -> ASGIApp:
+    """Only the probes (404 for anything else): the app of a process's probe port."""
+    return WithProbes(_not_found, readiness)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handling: the process's own handlers stop it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def probe_server(readiness: Readiness, sock: socket.socket) -> None:
+    """Serve the probes on `sock` until cancelled (the port of a process without HTTP)."""
+    config = uvicorn.Config(probes_app(readiness), lifespan="off", access_log=False,
+                            log_level="warning", log_config=None)  # fmt: skip
+    server = _QuietServer(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await serving
+        raise
