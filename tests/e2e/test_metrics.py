@@ -3,6 +3,8 @@ passes `promtool check metrics`, and needs the admin scope when keys are configu
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import time
@@ -11,12 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+import eventgate.metrics.families  # noqa: F401  (registers every family)
 from tests.conftest import installed
 from tests.e2e.conftest import create, read
-from tests.e2e.server import Server, keyed_server
+from tests.e2e.server import ROOT, Server, keyed_server
 
+OPERATIONS = ROOT / "docs" / "operations.md"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 KEYS = {"reader": "reader-key", "admin": "admin-key"}
@@ -133,3 +139,77 @@ def test_metrics_need_the_admin_scope_when_keys_are_set(tmp_path: Path) -> None:
             assert "eventgate_http_requests_total" in scrape(client, **{"X-API-Key": "admin-key"})
     finally:
         server.stop()
+
+
+ALERT_TESTS = """
+rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'eventgate_function_dead_letters{{function="audit_trail"}}'
+        values: '0 0 2 2 2'
+      - series: 'eventgate_projection_lag_seconds{{projection="inventory_item_list"}}'
+        values: '0+30x10'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: EventgateDeadLetters
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: EventgateDeadLetters
+        exp_alerts:
+          - exp_labels: {{severity: warning, function: audit_trail}}
+            exp_annotations:
+              summary: "Function audit_trail holds 2 dead letter(s)"
+              description: {dead_letters}
+      - eval_time: 3m
+        alertname: EventgateProjectionLagging
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: EventgateProjectionLagging
+        exp_alerts:
+          - exp_labels: {{severity: warning, projection: inventory_item_list}}
+            exp_annotations:
+              summary: "Read model inventory_item_list is 5m 0s behind the log"
+              description: {lagging}
+"""
+
+
+def test_the_alert_rules_pass_promtool_and_fire(tmp_path: Path) -> None:
+    promtool = installed(shutil.which("promtool"), "prometheus")
+    rules = ROOT / "docs" / "alerts.yml"
+    checked = subprocess.run([promtool, "check", "rules", rules], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    cases = tmp_path / "alerts_test.yml"
+    described = {  # the static text; the summaries' templates are checked as rendered
+        rule["alert"]: json.dumps(rule["annotations"]["description"])
+        for rule in yaml.safe_load(rules.read_text())["groups"][0]["rules"]
+    }
+    cases.write_text(
+        ALERT_TESTS.format(
+            rules=rules,
+            dead_letters=described["EventgateDeadLetters"],
+            lagging=described["EventgateProjectionLagging"],
+        )
+    )
+    fired = subprocess.run([promtool, "test", "rules", cases], capture_output=True, text=True)
+    assert fired.returncode == 0, fired.stdout + fired.stderr
+
+
+def test_every_metric_is_documented_and_the_dashboard_names_no_other() -> None:
+    documented = set(re.findall(r"^\| `(eventgate_[a-z_]+)`", OPERATIONS.read_text(), re.M))
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    named = set(
+        re.findall(r"eventgate_[a-z_]+", exprs + (ROOT / "docs" / "alerts.yml").read_text())
+    )
+    suffixes = re.compile(r"_(bucket|sum|count)$")
+    assert {suffixes.sub("", name) for name in named} <= documented
+    assert {name.removesuffix("_total") for name in documented} == set(families())
+
+
+def families() -> Iterator[str]:
+    """Every eventgate metric of the registry (what families.py defines)."""
+    for family in REGISTRY.collect():
+        if family.name.startswith("eventgate_"):
+            yield family.name
