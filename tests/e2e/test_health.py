@@ -8,6 +8,9 @@ does not. JSON log lines carry the request's ids and never an API key.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 
 from tests.conftest import installed
 from tests.e2e.conftest import create
-from tests.e2e.server import INTERNAL_TOKEN, Deployment, Server, keyed_server
+from tests.e2e.server import INTERNAL_TOKEN, ROOT, Deployment, Server, keyed_server
 from tests.postgres import PostgresServer, free_port, postgres_binaries
 
 pytestmark = pytest.mark.slow
@@ -91,6 +94,15 @@ def private_postgres() -> Iterator[PostgresServer]:
         database.stop()
 
 
+def status(data: Path, dsn: str, *args: str) -> str:
+    command = [sys.executable, "-m", "eventgate.cli", "status", "--data", str(data),
+               "--database-url", dsn, *args]  # fmt: skip
+    found = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                           env={**os.environ, "COLUMNS": "250"})  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    return found.stdout
+
+
 def ready(url: str) -> httpx.Response:
     return httpx.get(f"{url}/readyz", timeout=10)
 
@@ -133,6 +145,15 @@ def test_processes_answer_probes_and_turn_unready_when_stuck_or_without_database
         assert gateway.headers["content-type"] == "application/problem+json"
         assert gateway.json()["detail"] == "not ready: queries"
         assert ready(deployment.components["commands"].url).status_code == 200
+        shown = status(tmp_path, private_postgres.dsn, "--json")
+        by_roles = {",".join(p["roles"]): p for p in json.loads(shown)["processes"]}
+        assert by_roles["queries"]["ready"] == "not ready: projections"
+        assert by_roles["gateway"]["ready"] == "not ready: queries"
+        assert (by_roles["commands"]["ready"], by_roles["functions"]["ready"]) == ("ready", "ready")
+        assert by_roles["functions"]["address"] == probes["functions"]
+        table = status(tmp_path, private_postgres.dsn)
+        assert "ready" in table and "not ready: projections" in table
+        assert "parked / dead letters" in table
 
         # the database goes away: every process with stores is not ready, and says why
         private_postgres.stop()

@@ -294,7 +294,7 @@ async def _serve_one(
         system_checks(readiness, system, functions=True)
         if broker is not None:
             readiness.add("broker", broker_check(broker))
-        probes = health_probes(readiness, health_port)
+        probes = health_probes(readiness, health_port, membership)
         names = ", ".join(f.name for f in chosen.functions)
         source = f"stream {broker.layout.stream}" if broker else "the store"
         out.print(f"eventgate functions worker {worker.id}: running {names} from {source}")

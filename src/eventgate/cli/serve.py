@@ -229,7 +229,7 @@ async def _projections(settings: Settings, served: App, health_port: int | None)
         system_checks(readiness, system, projections=True)
         if broker is not None:
             readiness.add("broker", broker_check(broker))
-        probes = health_probes(readiness, health_port)
+        probes = health_probes(readiness, health_port, membership)
         names = ", ".join(p.name for p in served.projections)
         source = f"stream {broker.layout.stream}" if broker else "the store"
         out.print(f"eventgate projections {membership.id}: {names} from {source}"
@@ -289,7 +289,7 @@ async def _relay(settings: Settings, served: App, health_port: int | None) -> No
               f" {broker.layout.stream} on {redact(broker.url)}")  # fmt: skip
     try:
         leased = lambda: while_leased(membership, "relay", "relay", relay.run)  # noqa: E731
-        probes = health_probes(readiness, health_port)
+        probes = health_probes(readiness, health_port, membership)
         await run_until_stopped(leased, [membership.run(), *probes])
     finally:
         await broker.close()

@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import httpx
 import orjson
 import uvicorn
 from starlette.responses import Response
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from eventgate.health.readiness import Readiness
 from eventgate.http.problems import problem
 
-__all__ = ["HEALTHZ", "READYZ", "WithProbes", "probe_server", "probes_app"]
+__all__ = ["HEALTHZ", "READYZ", "WithProbes", "probe_all", "probe_server", "probes_app"]
 
 HEALTHZ = "/healthz"
 READYZ = "/readyz"
@@ -100,3 +101,27 @@ async def probe_server(readiness: Readiness, sock: socket.socket) -> None:
         server.should_exit = True
         await serving
         raise
+
+
+async def probe_all(addresses: Sequence[str], wait: float = 2.0) -> dict[str, str]:
+    """What each address's /readyz says: "ready", "not ready: <checks>" or "unreachable",
+    each within `wait` seconds (addresses that are empty are left out)."""
+    wanted = sorted({a for a in addresses if a})
+    async with httpx.AsyncClient(timeout=wait) as client:
+        found = await asyncio.gather(*(_probe(client, a) for a in wanted))
+    return dict(zip(wanted, found, strict=True))
+
+
+async def _probe(client: httpx.AsyncClient, address: str) -> str:
+    try:
+        answer = await client.get(f"{address.rstrip('/')}{READYZ}")
+    except httpx.HTTPError:
+        return "unreachable"
+    if answer.status_code == 200:
+        return "ready"
+    try:
+        checks = answer.json().get("checks", {}) if answer.status_code == 503 else {}
+    except ValueError:
+        checks = {}
+    failed = [name for name, state in checks.items() if state != "ok"]
+    return f"not ready: {', '.join(failed)}" if failed else f"answered {answer.status_code}"
