@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import eventgate.metrics.families  # noqa: F401  (registers every family)
 from tests.conftest import installed
 from tests.e2e.conftest import create, read
-from tests.e2e.server import ROOT, Server, keyed_server
+from tests.e2e.server import ROOT, Deployment, Server, free_port, keyed_server
 
 OPERATIONS = ROOT / "docs" / "operations.md"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -213,3 +214,47 @@ def families() -> Iterator[str]:
     for family in REGISTRY.collect():
         if family.name.startswith("eventgate_"):
             yield family.name
+
+
+MOVED = {  # what each process counts of one item created and read through the gateway
+    "commands": ("eventgate_http_requests_total", {"component": "commands",
+                 "route": "/api/inventory-items", "method": "POST", "status": "202"}),
+    "queries": ("eventgate_http_requests_total", {"component": "queries",
+                "route": "/api/inventory-items/{id}", "method": "GET", "status": "200"}),
+    "projections": ("eventgate_projection_checkpoint", {"projection": "inventory_item_details"}),
+    "functions": ("eventgate_function_invocations_total", {"function": "audit_trail"}),
+}  # fmt: skip
+
+
+def test_processes_without_a_gateway_serve_metrics_on_their_own_port(tmp_path: Path) -> None:
+    deployment = Deployment(tmp_path / "data")
+    ports = {kind: free_port() for kind in ("commands", "queries", "projections", "functions")}
+    try:
+        for kind, port in ports.items():
+            started = deployment.component(kind, "--metrics-port", str(port)).start()
+            deployment.components[kind] = started
+        upstreams = ["--commands", deployment.components["commands"].url,
+                     "--queries", deployment.components["queries"].url]  # fmt: skip
+        deployment.components["gateway"] = deployment.component("gateway", *upstreams).start()
+        deployment.url = deployment.components["gateway"].url
+        with deployment.client() as client:
+            accepted = create(client, "separately metered")
+            assert read(client, accepted).status_code == 200
+        scraped = {}
+        for kind, port in ports.items():
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                name, labels = MOVED[kind]
+                scraped[kind] = until_moved(client, name, **labels)
+    finally:
+        deployment.stop_all()
+    for kind, (name, labels) in MOVED.items():
+        assert value(scraped[kind], name, **labels) >= 1, kind
+
+
+def test_a_metrics_port_for_several_workers_is_refused(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "eventgate.cli", "serve", "projections", "--data",
+               str(tmp_path), "--workers", "2", "--metrics-port", str(free_port())]  # fmt: skip
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "--metrics-port needs --workers 1" in refused.stderr
+    assert "Traceback" not in refused.stderr

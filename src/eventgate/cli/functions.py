@@ -30,6 +30,7 @@ from eventgate.cli.common import (
     HealthPort,
     LogFormat,
     app,
+    checked,
     chosen_app,
     err,
     fail,
@@ -40,6 +41,7 @@ from eventgate.cli.common import (
     settings_for,
     setup_logging,
 )
+from eventgate.cli.metrics import MetricsPort, metrics_server, one_process
 from eventgate.cli.serving import (
     health_probes,
     run_until_stopped,
@@ -55,6 +57,7 @@ from eventgate.functions.config import load_functions_config
 from eventgate.functions.loader import load_functions
 from eventgate.functions.state import DeadLetterRecord
 from eventgate.health.readiness import Readiness, broker_check, system_checks
+from eventgate.metrics.sampling import Sampler
 from eventgate.processes.membership import Membership
 
 __all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
@@ -258,6 +261,7 @@ def serve_functions(
     broker: BrokerUrl = None,
     log_format: LogFormat = None,
     health_port: HealthPort = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Run the functions in N worker processes that share the streams (beside an
     `eventgate up --no-functions`); a worker that dies is restarted, and its streams are
@@ -266,11 +270,12 @@ def serve_functions(
     setup_logging(log_format)
     if health_port is not None and workers > 1:
         fail(CliError("--health-port needs --workers 1 (one port per process)"))
+    checked(one_process, metrics_port, workers)
     served = chosen_app(app_option, config, data)
     chosen = chosen_functions(served, config, functions)
     settings = settings_for(data, url, config, broker, poll_interval=WORKER_POLL_INTERVAL)
     if workers == 1:
-        run(lambda: _serve_one(settings, served, chosen, health_port))
+        run(lambda: _serve_one(settings, served, chosen, health_port, metrics_port))
         return
     modules = [arg for module in functions or [] for arg in ("--functions", module)]
     argv = worker_argv("functions", data, app_option, config, modules)
@@ -278,7 +283,11 @@ def serve_functions(
 
 
 async def _serve_one(
-    settings: Settings, served: App, chosen: ChosenFunctions, health_port: int | None
+    settings: Settings,
+    served: App,
+    chosen: ChosenFunctions,
+    health_port: int | None,
+    metrics_port: int | None,
 ) -> None:
     registry = await open_registry(settings)
     system = await open_system(settings, served)
@@ -295,6 +304,9 @@ async def _serve_one(
         if broker is not None:
             readiness.add("broker", broker_check(broker))
         probes = health_probes(readiness, health_port, membership)
+        sampler = Sampler(system.store)
+        sampler.functions(system.functions, frozenset(f.name for f in chosen.functions))
+        probes += metrics_server(metrics_port, sampler)
         names = ", ".join(f.name for f in chosen.functions)
         source = f"stream {broker.layout.stream}" if broker else "the store"
         out.print(f"eventgate functions worker {worker.id}: running {names} from {source}")

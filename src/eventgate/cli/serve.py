@@ -26,6 +26,7 @@ from eventgate.bootstrap import (
     open_system,
     query_service,
     read_model_watcher,
+    route_table,
     service_guard,
 )
 from eventgate.broker.feed import JetStreamFeed
@@ -47,6 +48,7 @@ from eventgate.cli.common import (
     settings_for,
     setup_logging,
 )
+from eventgate.cli.metrics import MetricsPort, metrics_server, one_process
 from eventgate.cli.serving import (
     INTERNAL_TOKEN_ENV,
     address,
@@ -66,6 +68,8 @@ from eventgate.gateway.upstream import RemoteUpstream
 from eventgate.health.logs import AccessLog, logs_json
 from eventgate.health.probes import WithProbes
 from eventgate.health.readiness import Readiness, broker_check, services_check, system_checks
+from eventgate.metrics.http import MeteredService
+from eventgate.metrics.sampling import Sampler
 from eventgate.processes.lease import while_leased
 from eventgate.processes.membership import Membership
 
@@ -102,10 +106,12 @@ def serve_commands(
     url: DatabaseUrl = None,
     fd: Fd = None,
     log_format: LogFormat = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """The command API (and the admin API) of the app, for a gateway in front of it."""
     setup_logging(log_format)
-    _serve_service("commands", data, host, port, workers, config, insecure, app_option, url, fd)
+    _serve_service("commands", data, host, port, workers, config, insecure, app_option, url, fd,
+                   metrics_port)  # fmt: skip
 
 
 @serve_app.command("queries")
@@ -120,15 +126,18 @@ def serve_queries(
     url: DatabaseUrl = None,
     fd: Fd = None,
     log_format: LogFormat = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """The query API of the app, following read-model changes from any process."""
     setup_logging(log_format)
-    _serve_service("queries", data, host, port, workers, config, insecure, app_option, url, fd)
+    _serve_service("queries", data, host, port, workers, config, insecure, app_option, url, fd,
+                   metrics_port)  # fmt: skip
 
 
 def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
                    config: Path | None, insecure: bool, app_option: str | None,
-                   url: str | None, fd: int | None) -> None:  # fmt: skip
+                   url: str | None, fd: int | None, metrics_port: int | None) -> None:  # fmt: skip
+    checked(one_process, metrics_port, workers)
     served = chosen_app(app_option, config, data)
     settings = settings_for(data, url, config)
     gateway_config = checked(load_config, config)
@@ -142,13 +151,14 @@ def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
             out.print(f"eventgate {kind}: {workers} workers on {address(sock)}")
             await supervise(argv, workers, kind, sock, worker_env(url))
         else:
-            await _service(kind, settings, served, gateway_config, token, sock)
+            await _service(kind, settings, served, gateway_config, token, sock, metrics_port)
 
     run(main)
 
 
 async def _service(kind: str, settings: Settings, served: App, config: GatewayConfig,
-                   token: str | None, sock: socket.socket) -> None:  # fmt: skip
+                   token: str | None, sock: socket.socket,
+                   metrics_port: int | None) -> None:  # fmt: skip
     registry = await open_registry(settings)
     try:
         system = await open_system(settings, served)
@@ -166,6 +176,8 @@ async def _service(kind: str, settings: Settings, served: App, config: GatewayCo
         else:
             asgi = query_service(system, cipher, config)
             tasks.append(read_model_watcher(system).run())
+        asgi = MeteredService(asgi, route_table(served), kind)
+        tasks += metrics_server(metrics_port)
         readiness = Readiness()
         system_checks(readiness, system, projections=kind == "queries")
         served_app = WithProbes(
@@ -195,6 +207,7 @@ def serve_projections(
     broker: BrokerUrl = None,
     log_format: LogFormat = None,
     health_port: HealthPort = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """The upsert service: keeps the read models following the log. Run it in several
     processes (or machines): each projection runs in one of them at a time (a lease per
@@ -204,15 +217,18 @@ def serve_projections(
     if health_port is not None and workers > 1:
         fail(CliError("--health-port needs --workers 1 (one port per process)"))
     served = chosen_app(app_option, config, data)
+    checked(one_process, metrics_port, workers)
     settings = settings_for(data, url, config, broker)
     argv = worker_argv("projections", data, app_option, config)
     if workers > 1:
         run(lambda: supervise(argv, workers, "projections", None, worker_env(url, broker)))
         return
-    run(lambda: _projections(settings, served, health_port))
+    run(lambda: _projections(settings, served, health_port, metrics_port))
 
 
-async def _projections(settings: Settings, served: App, health_port: int | None) -> None:
+async def _projections(
+    settings: Settings, served: App, health_port: int | None, metrics_port: int | None
+) -> None:
     registry = await open_registry(settings)
     membership = Membership(registry, ["projections"])
     try:
@@ -230,6 +246,9 @@ async def _projections(settings: Settings, served: App, health_port: int | None)
         if broker is not None:
             readiness.add("broker", broker_check(broker))
         probes = health_probes(readiness, health_port, membership)
+        sampler = Sampler(system.store)
+        sampler.projections(system.read_store, lambda: system.upsert.held)
+        probes += metrics_server(metrics_port, sampler)
         names = ", ".join(p.name for p in served.projections)
         source = f"stream {broker.layout.stream}" if broker else "the store"
         out.print(f"eventgate projections {membership.id}: {names} from {source}"
@@ -255,6 +274,7 @@ def serve_relay(
     broker: BrokerUrl = None,
     log_format: LogFormat = None,
     health_port: HealthPort = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Publish every stored event to NATS JetStream (`--broker`), in the store's order and
     exactly once as consumers see it. Run two for a standby: one relays at a time (a lease),
@@ -264,10 +284,12 @@ def serve_relay(
     settings = settings_for(data, url, config, broker)
     if settings.broker_url is None:
         fail(CliError("serve relay needs --broker nats://host:4222 (or EVENTGATE_BROKER_URL)"))
-    run(lambda: _relay(settings, served, health_port))
+    run(lambda: _relay(settings, served, health_port, metrics_port))
 
 
-async def _relay(settings: Settings, served: App, health_port: int | None) -> None:
+async def _relay(
+    settings: Settings, served: App, health_port: int | None, metrics_port: int | None
+) -> None:
     registry = await open_registry(settings)
     membership = Membership(registry, ["relay"])
     try:
@@ -290,6 +312,9 @@ async def _relay(settings: Settings, served: App, health_port: int | None) -> No
     try:
         leased = lambda: while_leased(membership, "relay", "relay", relay.run)  # noqa: E731
         probes = health_probes(readiness, health_port, membership)
+        sampler = Sampler(system.store)
+        sampler.relay(relay.checkpoint)
+        probes += metrics_server(metrics_port, sampler)
         await run_until_stopped(leased, [membership.run(), *probes])
     finally:
         await broker.close()
