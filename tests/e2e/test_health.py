@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from tests.conftest import installed
-from tests.e2e.conftest import create
 from tests.e2e.server import INTERNAL_TOKEN, ROOT, Deployment, Server, keyed_server
 from tests.postgres import PostgresServer, free_port, postgres_binaries
 
@@ -117,7 +116,7 @@ def test_processes_answer_probes_and_turn_unready_when_stuck_or_without_database
         for kind in ("commands", "queries"):
             deployment.components[kind] = deployment.component(kind).start()
         for kind, port in ports.items():
-            extra = ("--health-port", str(port))
+            extra = ("--health-port", str(port), "--metrics-port", str(free_port()))
             deployment.components[kind] = deployment.component(kind, *extra).start()
         upstreams = ["--commands", deployment.components["commands"].url,
                      "--queries", deployment.components["queries"].url]  # fmt: skip
@@ -134,7 +133,9 @@ def test_processes_answer_probes_and_turn_unready_when_stuck_or_without_database
         # the upsert service stops while events wait: queries (and the gateway) not ready
         deployment.components.pop("projections").stop()
         with deployment.client() as client:
-            create(client)
+            sent = client.post("/api/inventory-items", json={"name": "w"},
+                               headers={"X-Request-ID": "req-through-gateway"})  # fmt: skip
+            assert sent.status_code == 202, sent.text
         queries = deployment.components["queries"].url
         eventually(lambda: ready(queries).status_code == 503)
         stuck = ready(queries).json()
@@ -164,10 +165,15 @@ def test_processes_answer_probes_and_turn_unready_when_stuck_or_without_database
         assert httpx.get(f"{probes['functions']}/healthz").status_code == 200  # alive still
     finally:
         stopped = deployment.stop_all()
+    logs = {}
     for kind, (_, _, stderr) in stopped.items():  # (a process's last words may be its error)
-        logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-        assert logged, kind
-        assert all({"time", "level", "logger", "message"} <= set(r) for r in logged), kind
+        logs[kind] = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        assert logs[kind], kind
+        assert all({"time", "level", "logger", "message"} <= set(r) for r in logs[kind]), kind
+    for kind in ("gateway", "commands"):  # the same ids on both sides of the gateway
+        post = next(r for r in logs[kind] if r.get("method") == "POST")
+        assert post["request_id"] == post["correlation_id"] == "req-through-gateway", kind
+        assert post["status"] == 202
 
 
 def test_a_parked_poison_event_keeps_the_process_ready(tmp_path: Path) -> None:

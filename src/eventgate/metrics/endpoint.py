@@ -62,7 +62,9 @@ class _Server(uvicorn.Server):
 
 async def serve_metrics(endpoint: MetricsEndpoint, sock: socket.socket) -> None:
     """Serve `endpoint` on `sock` until cancelled (the `--metrics-port` of a process)."""
-    config = uvicorn.Config(endpoint, lifespan="off", access_log=False, log_level="warning")
+    config = uvicorn.Config(
+        endpoint, lifespan="off", access_log=False, log_level="warning", log_config=None
+    )  # uvicorn's lines go through ours (--log-format)
     server = _Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
