@@ -3,6 +3,7 @@ passes `promtool check metrics`, and needs the admin scope when keys are configu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ import eventgate.metrics.families  # noqa: F401  (registers every family)
 from tests.conftest import installed
 from tests.e2e.conftest import create, read
 from tests.e2e.server import ROOT, Deployment, Server, free_port, keyed_server
+from tests.postgres import database_for
 
 OPERATIONS = ROOT / "docs" / "operations.md"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -44,6 +46,24 @@ scopes = ["admin"]
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Server(tmp_path_factory.mktemp("metrics") / "data").start()
     yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "nats"])
+def loaded(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Server, str]]:
+    """`eventgate up` on SQLite files, on PostgreSQL, and on SQLite relaying to JetStream;
+    with the event store's backend label."""
+    data = tmp_path_factory.mktemp("loaded") / "data"
+    options: list[str] = []
+    if request.param == "postgres":
+        dsn = asyncio.run(database_for(request.getfixturevalue("postgres_dsn"), str(data), "m"))
+        options = ["--database-url", dsn]
+    if request.param == "nats":
+        options = ["--broker", request.getfixturevalue("nats_server").url]
+    server = Server(data, *options).start()
+    yield server, "postgresql" if request.param == "postgres" else "sqlite"
     server.stop()
 
 
@@ -76,26 +96,34 @@ def until_moved(client: httpx.Client, name: str, **labels: str) -> Samples:
         time.sleep(0.1)
 
 
-def test_counters_move_under_load(up: Server) -> None:
+def test_counters_move_under_load(loaded: tuple[Server, str]) -> None:
+    up, backend = loaded
+    broker = "--broker" in up.args
     with up.client() as client:
         before = samples(scrape(client))
         for n in range(5):
             accepted = create(client, f"metered {n}")
         assert read(client, accepted).status_code == 200
         found = until_moved(client, "eventgate_function_invocations_total", function="audit_trail")
+        if broker:
+            found = until_moved(client, "eventgate_relay_checkpoint")
     posts = dict(component="gateway", route="/api/inventory-items", method="POST", status="202")
     moved = value(found, "eventgate_http_requests_total", **posts)
     assert moved - value(before, "eventgate_http_requests_total", **posts) == 5
     item = dict(component="gateway", route="/api/inventory-items/{id}", method="GET")
     assert value(found, "eventgate_http_request_duration_seconds_count", **item) >= 1
-    appended = value(found, "eventgate_appends_total", backend="sqlite")
-    assert appended - value(before, "eventgate_appends_total", backend="sqlite") >= 5
-    assert value(found, "eventgate_events_appended_total", backend="sqlite") >= 5
-    assert value(found, "eventgate_commit_batch_appends_count", backend="sqlite") >= 1
+    appended = value(found, "eventgate_appends_total", backend=backend)
+    assert appended - value(before, "eventgate_appends_total", backend=backend) >= 5
+    assert value(found, "eventgate_events_appended_total", backend=backend) >= 5
+    assert value(found, "eventgate_commit_batch_appends_count", backend=backend) >= 1
     details = value(found, "eventgate_projection_checkpoint", projection="inventory_item_details")
     assert details >= 5
     assert value(found, "eventgate_function_invocations_total", function="audit_trail") >= 1
-    assert ("eventgate_function_checkpoint", frozenset({("function", "audit_trail")})) in found
+    progress = "eventgate_function_lag_events" if broker else "eventgate_function_checkpoint"
+    assert (progress, frozenset({("function", "audit_trail")})) in found
+    if broker:
+        assert value(found, "eventgate_relay_checkpoint") >= 5
+        assert ("eventgate_relay_lag_events", frozenset()) in found
 
 
 def test_routes_are_patterns_never_paths(up: Server) -> None:

@@ -48,6 +48,7 @@ from eventgate.functions.api import Function, FunctionEvent
 from eventgate.functions.attempts import Failure, backoff, hold, invoke, park, too_old
 from eventgate.functions.context import Context, Services
 from eventgate.functions.runner import every
+from eventgate.metrics.families import FUNCTION_RETRIES
 
 __all__ = ["JetStreamRunner", "consumer_lag", "consumer_name"]
 
@@ -354,6 +355,7 @@ class JetStreamRunner:
                 await self._surely("forget attempts", self._attempts.forget, event.id)
             return True
         await self._surely("count attempts", self._attempts.count, event.id, attempt)
+        FUNCTION_RETRIES.labels(function.name).inc()
         delay = failure.delay if failure.delay is not None else backoff(function, attempt)
         await self._surely("nak", msg.nak, min(delay, self._ack_wait - 5.0))
         return False

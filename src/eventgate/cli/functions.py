@@ -305,7 +305,7 @@ async def _serve_one(
             readiness.add("broker", broker_check(broker))
         probes = health_probes(readiness, health_port, membership)
         sampler = Sampler(system.store)
-        sampler.functions(system.functions, frozenset(f.name for f in chosen.functions))
+        sampler.functions(system.functions, frozenset(f.name for f in chosen.functions), broker)
         probes += metrics_server(metrics_port, sampler)
         names = ", ".join(f.name for f in chosen.functions)
         source = f"stream {broker.layout.stream}" if broker else "the store"

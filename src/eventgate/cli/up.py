@@ -135,7 +135,7 @@ async def _up(
         )
         tasks.append(worker.run())
         names = frozenset(f.name for f in functions.functions)
-        http.sampler.functions(http.system.functions, names)
+        http.sampler.functions(http.system.functions, names, broker)
     readiness = Readiness()
     system_checks(readiness, http.system, projections=True, functions=functions is not None)
     if broker is not None:

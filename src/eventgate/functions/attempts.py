@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eventgate.functions.api import DeadLetter, Function, FunctionEvent, Retry
 from eventgate.functions.context import Context, Services
 from eventgate.functions.model import Hold
+from eventgate.metrics.families import (
+    FUNCTION_DEAD_LETTERED,
+    FUNCTION_FAILURES,
+    FUNCTION_INVOCATIONS,
+    FUNCTION_SECONDS,
+)
 
 __all__ = ["Failure", "backoff", "hold", "invoke", "park", "too_old"]
 
@@ -31,7 +38,18 @@ class Failure:
 
 
 async def invoke(function: Function, ctx: Context) -> Failure | None:
-    """Run one attempt within the function's timeout; its failure, or None."""
+    """Run one attempt within the function's timeout; its failure, or None. Counted and
+    timed (metrics/families.py) whichever runner calls it, the store's or the broker's."""
+    started = time.perf_counter()
+    failure = await _attempt(function, ctx)
+    FUNCTION_SECONDS.labels(function.name).observe(time.perf_counter() - started)
+    FUNCTION_INVOCATIONS.labels(function.name).inc()
+    if failure is not None:
+        FUNCTION_FAILURES.labels(function.name).inc()
+    return failure
+
+
+async def _attempt(function: Function, ctx: Context) -> Failure | None:
     try:
         async with asyncio.timeout(function.timeout):
             await function(ctx.event, ctx)
@@ -90,6 +108,7 @@ async def park(
         attempts,
         first or datetime.now(UTC),
     )
+    FUNCTION_DEAD_LETTERED.labels(function.name).inc()
     log.error(
         "%s: event %s (%s, stream %s) dead-lettered after %d attempt(s): %s: %s",
         function.name,

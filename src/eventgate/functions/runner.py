@@ -28,13 +28,7 @@ from datetime import UTC, datetime
 from eventgate.functions.api import Function, FunctionEvent
 from eventgate.functions.attempts import Failure, backoff, hold, invoke, park, too_old
 from eventgate.functions.context import Context, Services
-from eventgate.metrics.families import (
-    FUNCTION_DEAD_LETTERED,
-    FUNCTION_FAILURES,
-    FUNCTION_INVOCATIONS,
-    FUNCTION_RETRIES,
-    FUNCTION_SECONDS,
-)
+from eventgate.metrics.families import FUNCTION_RETRIES
 
 __all__ = ["FunctionRunner", "every", "partition_of"]
 
@@ -251,11 +245,7 @@ class FunctionRunner:
                 if old is None:
                     attempt += 1
                     ctx = Context(self.function.name, item.event, attempt, self._services)
-                    started = asyncio.get_running_loop().time()
                     failure = await invoke(self.function, ctx)
-                    took = asyncio.get_running_loop().time() - started
-                    FUNCTION_SECONDS.labels(self.function.name).observe(took)
-                    FUNCTION_INVOCATIONS.labels(self.function.name).inc()
             if old is not None:
                 await self._park(item, old, attempt, first_failure)
                 return
@@ -266,7 +256,6 @@ class FunctionRunner:
             if failure.held:  # unfinished until this runner is stopped
                 await hold(self.function, item.event, failure)
             self._counts[1] += 1
-            FUNCTION_FAILURES.labels(self.function.name).inc()
             first_failure = first_failure or datetime.now(UTC)
             ctx.logger.warning(
                 "%s attempt %d failed: %s: %s",
@@ -288,7 +277,6 @@ class FunctionRunner:
     ) -> None:
         event, function = item.event, self.function
         await park(self._services, function, item.partition, event, failure, attempts, first)
-        FUNCTION_DEAD_LETTERED.labels(function.name).inc()
 
     async def _succeeded(self, item: _Item, ctx: Context) -> None:
         if item.letter is not None:

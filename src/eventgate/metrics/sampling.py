@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from eventgate.broker.connection import Broker
+from eventgate.broker.consumer import consumer_lag
 from eventgate.eventstore.protocol import EventStore
 from eventgate.functions.state import FunctionStore
 from eventgate.metrics.families import (
@@ -53,18 +55,28 @@ class Sampler:
 
         self._samples.append(sample)
 
-    def functions(self, functions: FunctionStore, names: frozenset[str]) -> None:
-        """Checkpoint, lag and dead letters of the functions `names` (this worker's)."""
+    def functions(
+        self, functions: FunctionStore, names: frozenset[str], broker: Broker | None = None
+    ) -> None:
+        """Dead letters of the functions `names` (this worker's), and their lag: from the
+        stored checkpoints, or with a `broker` the messages their consumers have not acked
+        (their progress lives on the broker then: no checkpoint, no lag in seconds)."""
 
         async def sample() -> None:
             for status in await functions.status():
-                if status.name not in names:
+                name = status.name
+                if name not in names:
                     continue
-                FUNCTION_CHECKPOINT.labels(status.name).set(status.checkpoint)
-                FUNCTION_DEAD_LETTERS.labels(status.name).set(status.dead_letters)
-                await self._lag(FUNCTION_LAG_EVENTS.labels(status.name).set,
-                                FUNCTION_LAG_SECONDS.labels(status.name).set,
-                                status.checkpoint)  # fmt: skip
+                FUNCTION_DEAD_LETTERS.labels(name).set(status.dead_letters)
+                if broker is None:
+                    FUNCTION_CHECKPOINT.labels(name).set(status.checkpoint)
+                    await self._lag(FUNCTION_LAG_EVENTS.labels(name).set,
+                                    FUNCTION_LAG_SECONDS.labels(name).set,
+                                    status.checkpoint)  # fmt: skip
+                    continue
+                unacked = await consumer_lag(broker, name, broker.layout.partitions)
+                if unacked is not None:
+                    FUNCTION_LAG_EVENTS.labels(name).set(unacked)
 
         self._samples.append(sample)
 
