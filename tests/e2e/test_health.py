@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,8 @@ import httpx
 import pytest
 
 from tests.conftest import installed
-from tests.e2e.server import INTERNAL_TOKEN, ROOT, Deployment, Server, keyed_server
+from tests.e2e.server import INTERNAL_TOKEN, ROOT, Component, Deployment, Server, keyed_server
+from tests.nats import NatsServer, nats_binary
 from tests.postgres import PostgresServer, free_port, postgres_binaries
 
 pytestmark = pytest.mark.slow
@@ -199,3 +201,37 @@ def test_a_parked_poison_event_keeps_the_process_ready(tmp_path: Path) -> None:
             assert (first.status_code, second.status_code) == (200, 200), second.text
     finally:
         server.stop()
+
+
+def test_the_relay_is_ready_while_connected_to_the_broker_and_not_when_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    nats = NatsServer(installed(nats_binary(), "nats-server")).start()
+    data = tmp_path / "data"
+    server = Server(data, "--broker", nats.url).start()  # (creates the store the relay reads)
+    port = free_port()
+    env = {**os.environ, "EVENTGATE_LOG_FORMAT": "json"}
+    relay = Component("relay", ["--data", str(data), "--broker", nats.url,
+                                "--health-port", str(port)], env)  # fmt: skip
+    try:
+        with server.client() as client:
+            found = client.get("/readyz")
+            assert found.status_code == 200, found.text
+            assert found.json()["checks"]["broker"] == "ok"
+        server.stop()
+        relay.start()
+        probe = f"http://127.0.0.1:{port}"
+        eventually(lambda: ready(probe).status_code == 200)
+        assert set(ready(probe).json()["checks"]) == {"broker", "event store", "read store",
+                                                      "function store"}  # fmt: skip
+        nats.stop()
+        eventually(lambda: ready(probe).status_code == 503)
+        gone = ready(probe).json()
+        assert gone["checks"]["broker"] == "not connected to the broker"
+        assert gone["checks"]["event store"] == "ok"
+    finally:
+        if relay.process is not None:
+            relay.stop(signal.SIGKILL)  # (its broker is gone: no clean close to wait for)
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+        nats.remove()
