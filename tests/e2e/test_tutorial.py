@@ -206,6 +206,10 @@ def test_the_tutorial_is_served_and_answers_as_it_shows(tmp_path: Path) -> None:
             ("PUT", "/api/tickets/{id}"),
             ("POST", "/api/tickets/{id}"),
             ("DELETE", "/api/tickets/{id}"),
+            ("GET", "/api/schemas"),
+            ("GET", "/api/schemas/{type}"),
+            ("GET", "/api/schemas/{type}/{version}"),
+            ("GET", "/api/commands/{id}"),
         ]
         assert "410" in operations["GET", "/api/tickets/{id}"]
         assert "412" in operations["PUT", "/api/tickets/{id}"]
