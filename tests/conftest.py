@@ -46,10 +46,12 @@ def postgres_dsn() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nats_server() -> Iterator[NatsServer]:
-    """A real NATS JetStream on a free loopback port for the whole session, stopped by PID.
-    Skipped where nats-server is not installed, except under CI (`.ci/run` installs it)."""
+    """A real NATS JetStream on a free loopback port for one test module, stopped by PID: an
+    app's stream (EVENTGATE_<APP>) holds one store's events, so two modules that each run
+    `up --broker` with a store of their own must not share it. Skipped where nats-server is
+    not installed, except under CI (`.ci/run` installs it)."""
     server = NatsServer(installed(nats_binary(), "nats-server")).start()
     yield server
     server.remove()
