@@ -71,8 +71,10 @@ def start(
 
 
 async def both_running(log: Path) -> None:
-    """Wait until each of the two workers has partitions (and a moment to start on them)."""
-    deadline = time.monotonic() + 30
+    """Wait until each of the two workers has partitions (and a moment to start on them);
+    a second or two when the machine is free, much longer when other test runs share its
+    two cores (30 s were once not enough)."""
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         text = await asyncio.to_thread(log.read_text)
         found = re.findall(r"worker (\S+) runs partitions \[\d", text)
