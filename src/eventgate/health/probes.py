@@ -14,15 +14,15 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import httpx
 import orjson
-import uvicorn
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventgate.health.readiness import Readiness
+from eventgate.http.loopback import serve_on
 from eventgate.http.problems import problem
 
 __all__ = ["HEALTHZ", "READYZ", "WithProbes", "probe_all", "probe_server", "probes_app"]
@@ -81,26 +81,9 @@ def probes_app(readiness: Readiness) -> ASGIApp:
     return WithProbes(_not_found, readiness)
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its signal handling: the process's own handlers stop it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def probe_server(readiness: Readiness, sock: socket.socket) -> None:
     """Serve the probes on `sock` until cancelled (the port of a process without HTTP)."""
-    config = uvicorn.Config(probes_app(readiness), lifespan="off", access_log=False,
-                            log_level="warning", log_config=None)  # fmt: skip
-    server = _QuietServer(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await asyncio.shield(serving)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await serving
-        raise
+    await serve_on(probes_app(readiness), sock)
 
 
 async def probe_all(addresses: Sequence[str], wait: float = 2.0) -> dict[str, str]:

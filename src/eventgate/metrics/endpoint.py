@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import socket
-from collections.abc import Iterator
 
-import uvicorn
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from eventgate.http.loopback import serve_on
 from eventgate.http.problems import problem
 from eventgate.metrics.sampling import Sampler
 
@@ -52,24 +49,6 @@ class MetricsEndpoint:
         await Response(encode(REGISTRY), 200, headers)(scope, receive, send)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handling: the process's main server handles the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve_metrics(endpoint: MetricsEndpoint, sock: socket.socket) -> None:
     """Serve `endpoint` on `sock` until cancelled (the `--metrics-port` of a process)."""
-    config = uvicorn.Config(
-        endpoint, lifespan="off", access_log=False, log_level="warning", log_config=None
-    )  # uvicorn's lines go through ours (--log-format)
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await asyncio.shield(serving)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await serving
-        raise
+    await serve_on(endpoint, sock)
