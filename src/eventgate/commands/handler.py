@@ -24,6 +24,7 @@ from eventgate.errors import (
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.model import RecordedEvent
 from eventgate.eventstore.protocol import NO_STREAM, EventStore
+from eventgate.tracing import spans as tracing
 
 __all__ = ["CommandHandler", "CommandResult"]
 
@@ -94,23 +95,35 @@ class CommandHandler:
             raise ConfigError(f"no aggregate handles {type(command).__name__}")
         repeatable = command_id is not None
         command_id = command_id or str(uuid_utils.uuid7())  # time-ordered: cheap to index
-        metadata = {
-            "correlationId": command_id,
-            "causationId": command_id,
-            **(metadata or {}),
-            "commandId": command_id,
-            "commandType": type(command).__name__,
-            "aggregate": aggregate_type.type_name,
-        }
-        call = _Call(aggregate_type, command, expected_version, metadata, command_id, repeatable)
+        name = type(command).__name__
+        traced = {"eventgate.command.id": command_id, "eventgate.stream": command.id}
+        with tracing.span(f"command {name}", traced) as span:
+            metadata = {
+                "correlationId": command_id,
+                "causationId": command_id,
+                **(metadata or {}),
+                **tracing.carried(),  # this span: what the events cause continues the trace
+                "commandId": command_id,
+                "commandType": name,
+                "aggregate": aggregate_type.type_name,
+            }
+            call = _Call(aggregate_type, command, expected_version, metadata, command_id,
+                         repeatable)  # fmt: skip
+            result = await self._execute(call)
+            if span is not None:
+                span.set_attribute("eventgate.position", result.position)
+                span.set_attribute("eventgate.events", len(result.events))
+            return result
+
+    async def _execute(self, call: _Call) -> CommandResult:
         races = 0
         while True:
             try:
-                async with self._serialised(command.id):
+                async with self._serialised(call.command.id):
                     return await self._attempt(call)
             except ConcurrencyError:
                 races += 1
-                if expected_version is not None or races >= _RACE_RETRIES:
+                if call.expected_version is not None or races >= _RACE_RETRIES:
                     raise
 
     @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from eventgate.metrics.families import (
     FUNCTION_INVOCATIONS,
     FUNCTION_SECONDS,
 )
+from eventgate.tracing import spans as tracing
 
 __all__ = ["Failure", "backoff", "hold", "invoke", "park", "too_old"]
 
@@ -39,9 +40,14 @@ class Failure:
 
 async def invoke(function: Function, ctx: Context) -> Failure | None:
     """Run one attempt within the function's timeout; its failure, or None. Counted and
-    timed (metrics/families.py) whichever runner calls it, the store's or the broker's."""
+    timed (metrics/families.py) whichever runner calls it, the store's or the broker's, and
+    traced as a child of the span that recorded the event."""
     started = time.perf_counter()
-    failure = await _attempt(function, ctx)
+    traced = {"eventgate.function": function.name, "eventgate.attempt": ctx.attempt}
+    with tracing.event_span(f"function {function.name}", ctx.event, traced) as span:
+        failure = await _attempt(function, ctx)
+        if failure is not None:
+            tracing.failed(span, failure.error_type, failure.message)
     FUNCTION_SECONDS.labels(function.name).observe(time.perf_counter() - started)
     FUNCTION_INVOCATIONS.labels(function.name).inc()
     if failure is not None:

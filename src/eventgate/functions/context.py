@@ -17,6 +17,7 @@ from eventgate.eventstore.model import NewEvent, RecordedEvent
 from eventgate.eventstore.protocol import EventStore
 from eventgate.functions.model import FunctionEvent
 from eventgate.functions.state import FunctionStore
+from eventgate.tracing import spans as tracing
 
 __all__ = ["Context", "Services"]
 
@@ -143,6 +144,7 @@ class Context:
             "correlationId": self.event.metadata.get("correlationId", self.event.id),
             "causationId": self.event.id,
             "function": self.function,
+            **tracing.carried(),  # the invocation's span (or the event's trace, untraced)
         }
 
     async def history(self) -> list[FunctionEvent]:

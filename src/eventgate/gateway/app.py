@@ -36,6 +36,7 @@ from eventgate.gateway.routes import SAFE_METHODS, GatewayRoute, RouteTable
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
 from eventgate.metrics.http import RequestMeter, route_label
+from eventgate.tracing import spans as tracing
 
 __all__ = [
     "KEY_HEADERS",
@@ -114,6 +115,7 @@ class Gateway:
         request_id = _request_id(request_headers)
         answer, consumer, route, limit_headers = self._admit(scope, request_headers)
         meter.route = route_label(route.pattern if route else None, scope["path"])
+        tracing.name_request(scope.get("method", "GET"), meter.route)
         extra = [(_REQUEST_ID_HEADER, request_id)]
         extra += [(k.lower().encode(), v.encode()) for k, v in limit_headers.items()]
 

@@ -33,6 +33,7 @@ from eventgate.gateway.internal import INTERNAL_HEADER
 from eventgate.gateway.sockets import relay_socket
 from eventgate.http.forwarded import CONSUMER_HEADER, REQUEST_ID_HEADER
 from eventgate.http.problems import problem
+from eventgate.tracing import spans as tracing
 
 __all__ = ["IDEMPOTENT_METHODS", "RemoteUpstream"]
 
@@ -199,6 +200,7 @@ class RemoteUpstream:
             headers.add("x-forwarded-for", client[0])
         if self._token is not None:
             headers.add(INTERNAL_HEADER, self._token)
+        headers.update(tracing.carried())  # the gateway's span is the upstream's parent
         return headers
 
 

@@ -2,8 +2,10 @@
 
 Every line has time, level, logger and message. A line logged while a request is handled
 also carries its request id, its correlation id (the request id: it is the correlationId of
-the events the request records) and, when the client sent a W3C `traceparent`, its trace
-id; the context travels in contextvars, so tasks a request starts carry it too. In JSON
+the events the request records) and, when it is traced (or the client sent a W3C
+`traceparent`), its trace id; a function invocation's lines carry the trace id of the
+request that caused its event. The context travels in contextvars, so tasks a request
+starts carry it too. In JSON
 mode, AccessLog adds one line per request (method, path, route, status, duration). Nothing
 secret reaches a line: no header is logged, a path is logged without its query (where an
 `api_key` may be), and a password in a URL inside any message is masked.
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import uuid_utils
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,7 +38,6 @@ __all__ = [
     "logs_json",
     "request_id",
     "setup_logging",
-    "trace_id",
 ]
 
 LOG_FORMATS = ("text", "json")
@@ -44,14 +46,9 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None
 )
-trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
-"""Read from `traceparent` today; the span's trace id once requests are traced."""
-
-_CONTEXT = (("request_id", request_id), ("correlation_id", correlation_id),
-            ("trace_id", trace_id))  # fmt: skip
+_CONTEXT = (("request_id", request_id), ("correlation_id", correlation_id))
 _REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")  # as the gateway accepts one
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
 _log = logging.getLogger("eventgate.access")
 
@@ -72,6 +69,9 @@ class _RequestContext(logging.Filter):
             value = var.get()
             if value is not None:
                 setattr(record, name, value)
+        traced = trace.get_current_span().get_span_context()
+        if traced.is_valid:
+            record.trace_id = trace.format_trace_id(traced.trace_id)
         if isinstance(record.msg, str) and "://" in record.getMessage():
             record.msg, record.args = _URL_PASSWORD.sub(r"\1***@", record.getMessage()), None
         return True
@@ -120,9 +120,6 @@ class AccessLog:
             kept = [(k, v) for k, v in scope["headers"] if k != _REQUEST_ID_HEADER]
             scope = {**scope, "headers": [*kept, (_REQUEST_ID_HEADER, given.encode())]}
         tokens = [(request_id, request_id.set(given)), (correlation_id, correlation_id.set(given))]
-        traced = _TRACEPARENT.match(headers.get(b"traceparent", b"").decode("latin-1"))
-        if traced and traced.group(1) != "0" * 32:
-            tokens.append((trace_id, trace_id.set(traced.group(1))))
         try:
             if self._access and scope["type"] == "http":
                 await self._logged(scope, receive, send)

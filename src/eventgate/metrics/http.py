@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventgate.gateway.routes import RouteTable
 from eventgate.metrics.families import HTTP_REQUESTS, HTTP_SECONDS
+from eventgate.tracing import spans as tracing
 
 __all__ = ["MeteredService", "RequestMeter", "route_label"]
 
@@ -87,6 +88,7 @@ class MeteredService:
         method, path = scope.get("method", "GET"), scope["path"]
         route = self._table.match(method, path)
         meter.route = route_label(route.pattern if route else None, path)
+        tracing.name_request(method, meter.route)
         try:
             await self._app(scope, receive, meter.send)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -16,6 +17,7 @@ from eventgate.projections.changes import ALL_ROWS, ChangeFeed, RecordChanged
 from eventgate.projections.parking import SKIP, ParkedStream
 from eventgate.projections.projection import Projection
 from eventgate.projections.protocol import ReadStore
+from eventgate.tracing import spans as tracing
 
 if TYPE_CHECKING:
     from eventgate.processes.membership import Membership
@@ -211,11 +213,16 @@ class UpsertService:
         ]
         if not deliveries:
             return
-        started = asyncio.get_running_loop().time()
+        started = time.time_ns()
         applied = await self._read_store.apply_all(deliveries)
-        took = asyncio.get_running_loop().time() - started
-        for projection, _ in deliveries:
-            PROJECTION_BATCH_SECONDS.labels(projection.name).observe(took)
+        ended = time.time_ns()
+        for projection, delivery in deliveries:
+            PROJECTION_BATCH_SECONDS.labels(projection.name).observe((ended - started) / 1e9)
+            if tracing.enabled():
+                traced = {"eventgate.projection": projection.name,
+                          "eventgate.batch": len(delivery.events)}  # fmt: skip
+                tracing.applied(f"project {projection.name}", delivery.events, started, ended,
+                                traced)  # fmt: skip
         for (projection, delivery), changes in zip(deliveries, applied, strict=True):
             checkpoints[projection.name] = delivery.position
             await self._feed.publish(projection.name, delivery.position, changes)
