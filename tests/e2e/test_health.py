@@ -118,8 +118,8 @@ def test_processes_answer_probes_and_turn_unready_when_stuck_or_without_database
         for kind in ("commands", "queries"):
             deployment.components[kind] = deployment.component(kind).start()
         for kind, port in ports.items():
-            extra = ("--health-port", str(port), "--metrics-port", str(free_port()))
-            deployment.components[kind] = deployment.component(kind, *extra).start()
+            started = deployment.component(kind, "--admin-port", str(port)).start()
+            deployment.components[kind] = started
         upstreams = ["--commands", deployment.components["commands"].url,
                      "--queries", deployment.components["queries"].url]  # fmt: skip
         deployment.components["gateway"] = deployment.component("gateway", *upstreams).start()
@@ -130,7 +130,11 @@ def test_processes_answer_probes_and_turn_unready_when_stuck_or_without_database
         for url in every:
             assert httpx.get(f"{url}/healthz").status_code == 200, url
             eventually(lambda url=url: ready(url).status_code == 200)
-        assert httpx.get(f"{probes['functions']}/metrics").status_code == 404
+        metrics = httpx.get(f"{probes['functions']}/metrics")  # the same port serves /metrics
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert "eventgate_function_dead_letters" in metrics.text
+        assert httpx.get(f"{probes['functions']}/console").status_code == 404
 
         # the upsert service stops while events wait: queries (and the gateway) not ready
         deployment.components.pop("projections").stop()
@@ -212,7 +216,7 @@ def test_the_relay_is_ready_while_connected_to_the_broker_and_not_when_it_is_gon
     port = free_port()
     env = {**os.environ, "EVENTGATE_LOG_FORMAT": "json"}
     relay = Component("relay", ["--data", str(data), "--broker", nats.url,
-                                "--health-port", str(port)], env)  # fmt: skip
+                                "--admin-port", str(port)], env)  # fmt: skip
     try:
         with server.client() as client:
             found = client.get("/readyz")

@@ -254,12 +254,12 @@ MOVED = {  # what each process counts of one item created and read through the g
 }  # fmt: skip
 
 
-def test_processes_without_a_gateway_serve_metrics_on_their_own_port(tmp_path: Path) -> None:
+def test_processes_without_a_gateway_serve_metrics_on_their_admin_port(tmp_path: Path) -> None:
     deployment = Deployment(tmp_path / "data")
     ports = {kind: free_port() for kind in ("commands", "queries", "projections", "functions")}
     try:
         for kind, port in ports.items():
-            started = deployment.component(kind, "--metrics-port", str(port)).start()
+            started = deployment.component(kind, "--admin-port", str(port)).start()
             deployment.components[kind] = started
         upstreams = ["--commands", deployment.components["commands"].url,
                      "--queries", deployment.components["queries"].url]  # fmt: skip
@@ -279,10 +279,10 @@ def test_processes_without_a_gateway_serve_metrics_on_their_own_port(tmp_path: P
         assert value(scraped[kind], name, **labels) >= 1, kind
 
 
-def test_a_metrics_port_for_several_workers_is_refused(tmp_path: Path) -> None:
+def test_an_admin_port_for_several_workers_is_refused(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "eventgate.cli", "serve", "projections", "--data",
-               str(tmp_path), "--workers", "2", "--metrics-port", str(free_port())]  # fmt: skip
+               str(tmp_path), "--workers", "2", "--admin-port", str(free_port())]  # fmt: skip
     refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
-    assert "--metrics-port needs --workers 1" in refused.stderr
+    assert "--admin-port needs --workers 1" in refused.stderr
     assert "Traceback" not in refused.stderr

@@ -25,7 +25,6 @@ __all__ = [
     "CliError",
     "DataDir",
     "DatabaseUrl",
-    "HealthPort",
     "LogFormat",
     "app",
     "checked",
@@ -108,17 +107,6 @@ def setup_logging(chosen: str | None = None) -> None:
     os.environ[LOG_FORMAT_ENV] = form
     configure_logging(form)
 
-
-HealthPort = Annotated[
-    int | None,
-    typer.Option(
-        "--health-port",
-        min=0,
-        max=65535,
-        help="Serve /healthz and /readyz on this loopback port (0: any free).",
-        show_default=False,
-    ),
-]
 
 LogFormat = Annotated[
     str | None,

@@ -21,13 +21,13 @@ from eventgate.bootstrap import (
     open_system,
 )
 from eventgate.broker.lag import broker_lag
+from eventgate.cli.admin_port import AdminPort, one_process, worker_admin
 from eventgate.cli.common import (
     AppOption,
     BrokerUrl,
     CliError,
     DatabaseUrl,
     DataDir,
-    HealthPort,
     LogFormat,
     app,
     checked,
@@ -41,14 +41,7 @@ from eventgate.cli.common import (
     settings_for,
     setup_logging,
 )
-from eventgate.cli.metrics import MetricsPort, metrics_server, one_process
-from eventgate.cli.serving import (
-    health_probes,
-    run_until_stopped,
-    supervise,
-    worker_argv,
-    worker_env,
-)
+from eventgate.cli.serving import run_until_stopped, supervise, worker_argv, worker_env
 from eventgate.config import DEFAULT_DATA_DIR, Settings
 from eventgate.errors import EventgateError
 from eventgate.functions.admin import function_rows
@@ -56,8 +49,6 @@ from eventgate.functions.api import Function
 from eventgate.functions.config import load_functions_config
 from eventgate.functions.loader import load_functions
 from eventgate.functions.state import DeadLetterRecord
-from eventgate.health.readiness import Readiness, broker_check, system_checks
-from eventgate.metrics.sampling import Sampler
 from eventgate.processes.membership import Membership
 
 __all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
@@ -260,22 +251,19 @@ def serve_functions(
     url: DatabaseUrl = None,
     broker: BrokerUrl = None,
     log_format: LogFormat = None,
-    health_port: HealthPort = None,
-    metrics_port: MetricsPort = None,
+    admin_port: AdminPort = None,
 ) -> None:
     """Run the functions in N worker processes that share the streams (beside an
     `eventgate up --no-functions`); a worker that dies is restarted, and its streams are
     taken over by the others meanwhile. With --broker they consume from NATS JetStream
     (fed by `eventgate serve relay`) and share the partitions through it."""
     setup_logging(log_format)
-    if health_port is not None and workers > 1:
-        fail(CliError("--health-port needs --workers 1 (one port per process)"))
-    checked(one_process, metrics_port, workers)
+    checked(one_process, admin_port, workers)
     served = chosen_app(app_option, config, data)
     chosen = chosen_functions(served, config, functions)
     settings = settings_for(data, url, config, broker, poll_interval=WORKER_POLL_INTERVAL)
     if workers == 1:
-        run(lambda: _serve_one(settings, served, chosen, health_port, metrics_port))
+        run(lambda: _serve_one(settings, served, chosen, admin_port))
         return
     modules = [arg for module in functions or [] for arg in ("--functions", module)]
     argv = worker_argv("functions", data, app_option, config, modules)
@@ -286,8 +274,7 @@ async def _serve_one(
     settings: Settings,
     served: App,
     chosen: ChosenFunctions,
-    health_port: int | None,
-    metrics_port: int | None,
+    admin_port: int | None,
 ) -> None:
     registry = await open_registry(settings)
     system = await open_system(settings, served)
@@ -299,18 +286,12 @@ async def _serve_one(
         worker = function_worker(
             system, chosen.functions, chosen.settings, broker, worker_id=membership.id
         )
-        readiness = Readiness()
-        system_checks(readiness, system, functions=True)
-        if broker is not None:
-            readiness.add("broker", broker_check(broker))
-        probes = health_probes(readiness, health_port, membership)
-        sampler = Sampler(system.store)
+        sampler, admin = worker_admin(admin_port, membership, system, broker, functions=True)
         sampler.functions(system.functions, frozenset(f.name for f in chosen.functions), broker)
-        probes += metrics_server(metrics_port, sampler)
         names = ", ".join(f.name for f in chosen.functions)
         source = f"stream {broker.layout.stream}" if broker else "the store"
         out.print(f"eventgate functions worker {worker.id}: running {names} from {source}")
-        await run_until_stopped(worker.run, [membership.run(), *probes])
+        await run_until_stopped(worker.run, [membership.run(), *admin])
     finally:
         if broker is not None:
             await broker.close()

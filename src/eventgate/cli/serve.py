@@ -31,13 +31,13 @@ from eventgate.bootstrap import (
 )
 from eventgate.broker.feed import JetStreamFeed
 from eventgate.broker.relay import Relay
+from eventgate.cli.admin_port import AdminPort, admin_server, one_process, worker_admin
 from eventgate.cli.common import (
     AppOption,
     BrokerUrl,
     CliError,
     DatabaseUrl,
     DataDir,
-    HealthPort,
     LogFormat,
     checked,
     chosen_app,
@@ -48,12 +48,10 @@ from eventgate.cli.common import (
     settings_for,
     setup_logging,
 )
-from eventgate.cli.metrics import MetricsPort, metrics_server, one_process
 from eventgate.cli.serving import (
     INTERNAL_TOKEN_ENV,
     address,
     check_exposure,
-    health_probes,
     internal_token,
     listening_socket,
     run_until_stopped,
@@ -67,9 +65,8 @@ from eventgate.gateway.config import GatewayConfig, load_config
 from eventgate.gateway.upstream import RemoteUpstream
 from eventgate.health.logs import AccessLog, logs_json
 from eventgate.health.probes import WithProbes
-from eventgate.health.readiness import Readiness, broker_check, services_check, system_checks
+from eventgate.health.readiness import Readiness, services_check, system_checks
 from eventgate.metrics.http import MeteredService
-from eventgate.metrics.sampling import Sampler
 from eventgate.processes.lease import while_leased
 from eventgate.processes.membership import Membership
 
@@ -106,12 +103,12 @@ def serve_commands(
     url: DatabaseUrl = None,
     fd: Fd = None,
     log_format: LogFormat = None,
-    metrics_port: MetricsPort = None,
+    admin_port: AdminPort = None,
 ) -> None:
     """The command API (and the admin API) of the app, for a gateway in front of it."""
     setup_logging(log_format)
     _serve_service("commands", data, host, port, workers, config, insecure, app_option, url, fd,
-                   metrics_port)  # fmt: skip
+                   admin_port)  # fmt: skip
 
 
 @serve_app.command("queries")
@@ -126,18 +123,18 @@ def serve_queries(
     url: DatabaseUrl = None,
     fd: Fd = None,
     log_format: LogFormat = None,
-    metrics_port: MetricsPort = None,
+    admin_port: AdminPort = None,
 ) -> None:
     """The query API of the app, following read-model changes from any process."""
     setup_logging(log_format)
     _serve_service("queries", data, host, port, workers, config, insecure, app_option, url, fd,
-                   metrics_port)  # fmt: skip
+                   admin_port)  # fmt: skip
 
 
 def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
                    config: Path | None, insecure: bool, app_option: str | None,
-                   url: str | None, fd: int | None, metrics_port: int | None) -> None:  # fmt: skip
-    checked(one_process, metrics_port, workers)
+                   url: str | None, fd: int | None, admin_port: int | None) -> None:  # fmt: skip
+    checked(one_process, admin_port, workers)
     served = chosen_app(app_option, config, data)
     settings = settings_for(data, url, config)
     gateway_config = checked(load_config, config)
@@ -151,14 +148,14 @@ def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
             out.print(f"eventgate {kind}: {workers} workers on {address(sock)}")
             await supervise(argv, workers, kind, sock, worker_env(url))
         else:
-            await _service(kind, settings, served, gateway_config, token, sock, metrics_port)
+            await _service(kind, settings, served, gateway_config, token, sock, admin_port)
 
     run(main)
 
 
 async def _service(kind: str, settings: Settings, served: App, config: GatewayConfig,
                    token: str | None, sock: socket.socket,
-                   metrics_port: int | None) -> None:  # fmt: skip
+                   admin_port: int | None) -> None:  # fmt: skip
     registry = await open_registry(settings)
     try:
         system = await open_system(settings, served)
@@ -177,9 +174,9 @@ async def _service(kind: str, settings: Settings, served: App, config: GatewayCo
             asgi = query_service(system, cipher, config)
             tasks.append(read_model_watcher(system).run())
         asgi = MeteredService(asgi, route_table(served), kind)
-        tasks += metrics_server(metrics_port)
         readiness = Readiness()
         system_checks(readiness, system, projections=kind == "queries")
+        tasks += admin_server(admin_port, readiness)
         served_app = WithProbes(
             AccessLog(service_guard(asgi, token), access=logs_json()), readiness
         )
@@ -206,29 +203,24 @@ def serve_projections(
     url: DatabaseUrl = None,
     broker: BrokerUrl = None,
     log_format: LogFormat = None,
-    health_port: HealthPort = None,
-    metrics_port: MetricsPort = None,
+    admin_port: AdminPort = None,
 ) -> None:
     """The upsert service: keeps the read models following the log. Run it in several
     processes (or machines): each projection runs in one of them at a time (a lease per
     projection, shared fairly), and another takes it over within seconds when one dies.
     With --broker it reads the log from NATS JetStream (fed by `eventgate serve relay`)."""
     setup_logging(log_format)
-    if health_port is not None and workers > 1:
-        fail(CliError("--health-port needs --workers 1 (one port per process)"))
+    checked(one_process, admin_port, workers)
     served = chosen_app(app_option, config, data)
-    checked(one_process, metrics_port, workers)
     settings = settings_for(data, url, config, broker)
     argv = worker_argv("projections", data, app_option, config)
     if workers > 1:
         run(lambda: supervise(argv, workers, "projections", None, worker_env(url, broker)))
         return
-    run(lambda: _projections(settings, served, health_port, metrics_port))
+    run(lambda: _projections(settings, served, admin_port))
 
 
-async def _projections(
-    settings: Settings, served: App, health_port: int | None, metrics_port: int | None
-) -> None:
+async def _projections(settings: Settings, served: App, admin_port: int | None) -> None:
     registry = await open_registry(settings)
     membership = Membership(registry, ["projections"])
     try:
@@ -241,19 +233,13 @@ async def _projections(
         if settings.broker_url is not None:
             broker = await open_broker_of(system, f"eventgate projections {membership.id}")
             system.upsert.read_from(JetStreamFeed(broker, system.store))
-        readiness = Readiness()
-        system_checks(readiness, system, projections=True)
-        if broker is not None:
-            readiness.add("broker", broker_check(broker))
-        probes = health_probes(readiness, health_port, membership)
-        sampler = Sampler(system.store)
+        sampler, admin = worker_admin(admin_port, membership, system, broker, projections=True)
         sampler.projections(system.read_store, lambda: system.upsert.held)
-        probes += metrics_server(metrics_port, sampler)
         names = ", ".join(p.name for p in served.projections)
         source = f"stream {broker.layout.stream}" if broker else "the store"
         out.print(f"eventgate projections {membership.id}: {names} from {source}"
                   f" (data in {settings.database_shown})")  # fmt: skip
-        await run_until_stopped(system.upsert.run, [membership.run(), *probes])
+        await run_until_stopped(system.upsert.run, [membership.run(), *admin])
     finally:
         if broker is not None:
             await broker.close()
@@ -273,8 +259,7 @@ def serve_relay(
     url: DatabaseUrl = None,
     broker: BrokerUrl = None,
     log_format: LogFormat = None,
-    health_port: HealthPort = None,
-    metrics_port: MetricsPort = None,
+    admin_port: AdminPort = None,
 ) -> None:
     """Publish every stored event to NATS JetStream (`--broker`), in the store's order and
     exactly once as consumers see it. Run two for a standby: one relays at a time (a lease),
@@ -284,12 +269,10 @@ def serve_relay(
     settings = settings_for(data, url, config, broker)
     if settings.broker_url is None:
         fail(CliError("serve relay needs --broker nats://host:4222 (or EVENTGATE_BROKER_URL)"))
-    run(lambda: _relay(settings, served, health_port, metrics_port))
+    run(lambda: _relay(settings, served, admin_port))
 
 
-async def _relay(
-    settings: Settings, served: App, health_port: int | None, metrics_port: int | None
-) -> None:
+async def _relay(settings: Settings, served: App, admin_port: int | None) -> None:
     registry = await open_registry(settings)
     membership = Membership(registry, ["relay"])
     try:
@@ -304,18 +287,13 @@ async def _relay(
         await registry.close()
         raise
     relay = Relay(system.store, broker)
-    readiness = Readiness()
-    readiness.add("broker", broker_check(broker))
-    system_checks(readiness, system)
     out.print(f"eventgate relay {membership.id}: data in {settings.database_shown} -> stream"
               f" {broker.layout.stream} on {redact(broker.url)}")  # fmt: skip
     try:
         leased = lambda: while_leased(membership, "relay", "relay", relay.run)  # noqa: E731
-        probes = health_probes(readiness, health_port, membership)
-        sampler = Sampler(system.store)
+        sampler, admin = worker_admin(admin_port, membership, system, broker)
         sampler.relay(relay.checkpoint)
-        probes += metrics_server(metrics_port, sampler)
-        await run_until_stopped(leased, [membership.run(), *probes])
+        await run_until_stopped(leased, [membership.run(), *admin])
     finally:
         await broker.close()
         await system.close()

@@ -20,16 +20,12 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from eventgate.cli.common import CliError, err, out
-from eventgate.health.probes import probe_server
-from eventgate.health.readiness import Readiness
-from eventgate.processes.membership import Membership
 
 __all__ = [
     "INTERNAL_TOKEN_ENV",
     "address",
     "bind",
     "check_exposure",
-    "health_probes",
     "internal_token",
     "listening_socket",
     "run_until_stopped",
@@ -161,19 +157,6 @@ async def serve_http(
         await asyncio.gather(*helpers, return_exceptions=True)
     if failed:
         raise CliError(f"stopped: a part of this process failed: {failed[0]!r}")
-
-
-def health_probes(
-    readiness: Readiness, port: int | None, membership: Membership
-) -> list[Coroutine[Any, Any, None]]:
-    """The task serving /healthz and /readyz on 127.0.0.1:`port` (none without a port);
-    the registry records that address, where `eventgate status` asks."""
-    if port is None:
-        return []
-    sock = bind("127.0.0.1", port)
-    membership.address = address(sock)
-    _log.info("health probes on %s/healthz and /readyz", address(sock))
-    return [probe_server(readiness, sock)]
 
 
 def _watched(

@@ -1,11 +1,11 @@
-"""`GET /healthz` and `GET /readyz`, in front of any ASGI app or on a port of their own.
+"""`GET /healthz` and `GET /readyz`, in front of any ASGI app (a service, the admin port).
 
 /healthz: 200 while the process answers HTTP (it touches nothing: a dead database must not
 get every instance restarted). /readyz: 200 when every readiness check passes, else 503
 problem+json naming the checks that failed. Neither needs a key (a probe rarely has one),
 so neither says more than the names of the failing checks to an ordinary client; each
 check's reason (a store's error, which projection is stuck) goes only to a client on
-loopback: an operator on the machine, a sidecar, or the probe port of a process without HTTP.
+loopback: an operator on the machine, a sidecar, or the `--admin-port` of a `serve` process.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import socket
 from collections.abc import Sequence
 
 import httpx
@@ -22,10 +21,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventgate.health.readiness import Readiness
-from eventgate.http.loopback import serve_on
 from eventgate.http.problems import problem
 
-__all__ = ["HEALTHZ", "READYZ", "WithProbes", "probe_all", "probe_server", "probes_app"]
+__all__ = ["HEALTHZ", "READYZ", "WithProbes", "probe_all"]
 
 HEALTHZ = "/healthz"
 READYZ = "/readyz"
@@ -69,21 +67,6 @@ def _from_loopback(scope: Scope) -> bool:
     with contextlib.suppress(ValueError):
         return ipaddress.ip_address(client[0]).is_loopback
     return False
-
-
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "http":
-        await problem(404)(scope, receive, send)
-
-
-def probes_app(readiness: Readiness) -> ASGIApp:
-    """Only the probes (404 for anything else): the app of a process's probe port."""
-    return WithProbes(_not_found, readiness)
-
-
-async def probe_server(readiness: Readiness, sock: socket.socket) -> None:
-    """Serve the probes on `sock` until cancelled (the port of a process without HTTP)."""
-    await serve_on(probes_app(readiness), sock)
 
 
 async def probe_all(addresses: Sequence[str], wait: float = 2.0) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""A small HTTP server beside a process's main work: the loopback port of `--health-port` and
-`--metrics-port` on processes that have no HTTP of their own (or one per worker)."""
+"""A small HTTP server beside a process's main work: the loopback `--admin-port` of a `serve`
+process (/healthz, /readyz, /metrics; cli/admin_port.py)."""
 
 from __future__ import annotations
 

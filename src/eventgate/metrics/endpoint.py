@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from eventgate.http.loopback import serve_on
 from eventgate.http.problems import problem
 from eventgate.metrics.sampling import Sampler
 
-__all__ = ["METRICS_PATH", "MetricsEndpoint", "serve_metrics"]
+__all__ = ["METRICS_PATH", "MetricsEndpoint"]
 
 METRICS_PATH = "/metrics"
 _log = logging.getLogger(__name__)
@@ -47,8 +45,3 @@ class MetricsEndpoint:
         encode, media_type = choose_encoder(accept)  # the text format, or OpenMetrics if asked
         headers = {"Cache-Control": "no-store", "Content-Type": media_type}
         await Response(encode(REGISTRY), 200, headers)(scope, receive, send)
-
-
-async def serve_metrics(endpoint: MetricsEndpoint, sock: socket.socket) -> None:
-    """Serve `endpoint` on `sock` until cancelled (the `--metrics-port` of a process)."""
-    await serve_on(endpoint, sock)
