@@ -18,6 +18,7 @@ from eventgate.config import Settings, app_reference, broker_url, database_url
 from eventgate.errors import EventgateError
 from eventgate.health.logs import LOG_FORMAT_ENV, log_format
 from eventgate.health.logs import setup_logging as configure_logging
+from eventgate.tracing import setup as tracing
 
 __all__ = [
     "AppOption",
@@ -75,12 +76,19 @@ class CliError(Exception):
     """A problem to report in one line on stderr, exiting non-zero."""
 
 
-def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run `main` on uvloop; eventgate's own errors become one line and exit code 1."""
+def run(main: Callable[[], Coroutine[Any, Any, T]], role: str | None = None) -> T:
+    """Run `main` on uvloop; eventgate's own errors become one line and exit code 1. A
+    serving process names its `role`: it is traced when the environment configures
+    OpenTelemetry (tracing/setup.py), and its last spans are sent before it exits."""
     try:
+        if role is not None:
+            tracing.configure(role)
         return uvloop.run(main())
     except (EventgateError, CliError) as e:
         fail(e)
+    finally:
+        if role is not None:
+            tracing.shutdown()
 
 
 def checked(function: Callable[..., T], *args: Any) -> T:

@@ -263,7 +263,7 @@ def serve_functions(
     chosen = chosen_functions(served, config, functions)
     settings = settings_for(data, url, config, broker, poll_interval=WORKER_POLL_INTERVAL)
     if workers == 1:
-        run(lambda: _serve_one(settings, served, chosen, admin_port))
+        run(lambda: _serve_one(settings, served, chosen, admin_port), "functions")
         return
     modules = [arg for module in functions or [] for arg in ("--functions", module)]
     argv = worker_argv("functions", data, app_option, config, modules)

@@ -69,6 +69,7 @@ from eventgate.health.readiness import Readiness, services_check, system_checks
 from eventgate.metrics.http import MeteredService
 from eventgate.processes.lease import while_leased
 from eventgate.processes.membership import Membership
+from eventgate.tracing.http import Traced
 
 __all__ = [
     "serve_commands",
@@ -150,7 +151,7 @@ def _serve_service(kind: str, data: Path, host: str, port: int, workers: int,
         else:
             await _service(kind, settings, served, gateway_config, token, sock, admin_port)
 
-    run(main)
+    run(main, kind)
 
 
 async def _service(kind: str, settings: Settings, served: App, config: GatewayConfig,
@@ -178,7 +179,7 @@ async def _service(kind: str, settings: Settings, served: App, config: GatewayCo
         system_checks(readiness, system, projections=kind == "queries")
         tasks += admin_server(admin_port, readiness)
         served_app = WithProbes(
-            AccessLog(service_guard(asgi, token), access=logs_json()), readiness
+            Traced(AccessLog(service_guard(asgi, token), access=logs_json())), readiness
         )
         out.print(f"eventgate {kind}: {address(sock)} (app {served.name},"
                   f" data in {settings.database_shown})")  # fmt: skip
@@ -217,7 +218,7 @@ def serve_projections(
     if workers > 1:
         run(lambda: supervise(argv, workers, "projections", None, worker_env(url, broker)))
         return
-    run(lambda: _projections(settings, served, admin_port))
+    run(lambda: _projections(settings, served, admin_port), "projections")
 
 
 async def _projections(settings: Settings, served: App, admin_port: int | None) -> None:
@@ -269,7 +270,7 @@ def serve_relay(
     settings = settings_for(data, url, config, broker)
     if settings.broker_url is None:
         fail(CliError("serve relay needs --broker nats://host:4222 (or EVENTGATE_BROKER_URL)"))
-    run(lambda: _relay(settings, served, admin_port))
+    run(lambda: _relay(settings, served, admin_port), "relay")
 
 
 async def _relay(settings: Settings, served: App, admin_port: int | None) -> None:
@@ -364,7 +365,7 @@ def serve_gateway(
         readiness.add("queries", services_check(probe_client, queries, token))
         try:
             await serve_http(
-                WithProbes(AccessLog(front, access=logs_json()), readiness), sock, tasks
+                WithProbes(Traced(AccessLog(front, access=logs_json())), readiness), sock, tasks
             )
         finally:
             await probe_client.aclose()
@@ -374,4 +375,4 @@ def serve_gateway(
                 await registry.close()
         out.print("eventgate gateway stopped cleanly")
 
-    run(main)
+    run(main, "gateway")

@@ -36,6 +36,7 @@ from eventgate.health.probes import WithProbes
 from eventgate.health.readiness import Readiness, broker_check, system_checks
 from eventgate.processes.lease import while_leased
 from eventgate.processes.membership import Membership
+from eventgate.tracing.http import Traced
 
 __all__ = ["up"]
 
@@ -93,7 +94,7 @@ def up(
         check_exposure(host, exposed, insecure, "no API keys ([[gateway.consumers]])")
         await _up(settings, served, record, gateway_config, bind(host, port), roles, chosen)
 
-    run(main)
+    run(main, "up")
 
 
 async def _up(
@@ -148,7 +149,7 @@ async def _up(
         + (f"; events relayed to {redact(broker.url)}" if broker else "")
     )
     try:
-        front = WithProbes(AccessLog(http.gateway, access=logs_json()), readiness)
+        front = WithProbes(Traced(AccessLog(http.gateway, access=logs_json())), readiness)
         await serve_http(front, sock, tasks)
     finally:
         if broker is not None:

@@ -39,12 +39,12 @@ def _exporter(environ: Mapping[str, str]) -> tuple[SpanExporter, str] | None:
         return None
     chosen = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     endpoint = next((environ[name] for name in _ENDPOINTS if environ.get(name)), None)
+    if chosen not in ("", "otlp", "console", "none"):
+        raise ConfigError(f"OTEL_TRACES_EXPORTER={chosen} is not supported: use otlp or console")
     if chosen == "console":
         return ConsoleSpanExporter(), "stdout"
     if chosen == "none" or (endpoint is None and chosen != "otlp"):
         return None
-    if chosen not in ("", "otlp"):
-        raise ConfigError(f"OTEL_TRACES_EXPORTER={chosen} is not supported: use otlp or console")
     protocol = next((environ[name] for name in _PROTOCOLS if environ.get(name)), "http/protobuf")
     if protocol != "http/protobuf":
         raise ConfigError(
