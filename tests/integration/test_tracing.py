@@ -100,6 +100,8 @@ async def test_one_trace_runs_from_the_post_through_the_saga_and_the_commands_it
             headers={"traceparent": f"00-{TRACE}-{CLIENT_SPAN}-01"},
         )
         assert placed.status_code == 202, placed.text
+        status = (await client.get(placed.json()["links"]["status"])).json()
+        assert status["traceId"] == TRACE  # what to look up in the tracing backend
 
         def confirmed() -> bool:
             return any(
@@ -136,7 +138,7 @@ async def test_one_trace_runs_from_the_post_through_the_saga_and_the_commands_it
     ]
     assert {"project order_details", "project inventory_item_details"} <= {s.name for s in traced}
     started_here = {format_trace_id(s.context.trace_id) for s in everything if s.context}
-    assert len(started_here) == 3  # the item's creation and check-in: a new trace each
+    assert len(started_here) == 4  # and the creation, check-in and status GET: a new one each
 
 
 def span_id(span: ReadableSpan) -> str:

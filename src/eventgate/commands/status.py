@@ -19,6 +19,7 @@ its 202 says `applied` and the status URL answers 404.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,6 +49,7 @@ MAX_FOLLOW_UPS = 100
 """At most this many follow-up events are gathered for one command (depth first capped)."""
 MAX_DEPTH = 8
 _MAX_ID = 200
+_TRACE_ID = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _STATUS_TYPE = response_type(JSON, "CommandStatus").encode()
 _POLL = (0.005, 0.1)
 """How often a wait looks at the read models' checkpoints: from 5 ms, backing off to 100 ms."""
@@ -252,6 +254,9 @@ class CommandStatuses:
             described["commandType"] = first.metadata.get("commandType")
         if "function" in first.metadata:
             described["function"] = first.metadata["function"]
+        traced = _TRACE_ID.match(str(first.metadata.get("traceparent", "")))
+        if traced:  # the trace to look up in the tracing backend (docs/operations.md)
+            described["traceId"] = traced.group(1)
         if behind is not None:
             described["status"] = "applied" if not behind else "accepted"
             described["pendingReadModels"] = behind
