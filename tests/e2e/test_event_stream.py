@@ -37,6 +37,9 @@ def frames(client: httpx.Client, path: str, want: int, **headers: str) -> Iterat
                     return
 
 
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
 def events(client: httpx.Client, path: str, want: int, **headers: str) -> list[dict[str, Any]]:
     return [f for f in frames(client, path, want, **headers) if "comment" not in f]
 
@@ -46,7 +49,9 @@ def test_a_client_sees_each_event_as_a_cloudevent_and_resumes_after_its_last_id(
 ) -> None:
     accepted = create(client, "stream-me")
     item = item_url(accepted).rsplit("/", 1)[1]
-    assert client.put(item_url(accepted), json={"newName": "streamed"}).status_code == 202
+    traced = {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}  # tracing off: passed on
+    renamed = client.put(item_url(accepted), json={"newName": "streamed"}, headers=traced)
+    assert renamed.status_code == 202
     mine = events(client, f"/api/events?stream={item}", 2)
     assert [f["data"]["type"] for f in mine] == ["InventoryItemCreated", "InventoryItemRenamed"]
     created = mine[0]["data"]
@@ -54,6 +59,8 @@ def test_a_client_sees_each_event_as_a_cloudevent_and_resumes_after_its_last_id(
     assert created["source"] == "urn:eventgate:inventory"
     assert created["sequence"] == str(mine[0]["id"]) and created["data"]["name"] == "stream-me"
     assert created["correlationid"] == accepted.headers["X-Request-ID"]
+    assert "traceparent" not in created  # no trace, none made up
+    assert mine[1]["data"]["traceparent"].split("-")[1] == TRACE  # distributed tracing ext.
 
     # resuming with the first id gives exactly what came after it
     [after] = events(

@@ -6,8 +6,10 @@ Subject: `eventgate.<app>.<partition>.<type>`, so a consumer filters by app
 (`eventgate.inventory.*.InventoryItemCreated`). The body is the event's data as JSON; the
 attributes are `ce-` headers any CloudEvents SDK reads (id, source, type, subject = stream
 id, time, specversion) plus extensions: `sequence` (the store's global position, the
-CloudEvents sequence extension), `streamversion`, `schemaversion`, `correlationid` and
-`causationid`. The whole metadata rides in `Eventgate-Metadata` for eventgate's consumers.
+CloudEvents sequence extension), `streamversion`, `schemaversion`, `correlationid`,
+`causationid` and the distributed tracing extension (`traceparent`, `tracestate`) when the
+event was recorded in a trace. The whole metadata rides in `Eventgate-Metadata` for
+eventgate's consumers.
 """
 
 from __future__ import annotations

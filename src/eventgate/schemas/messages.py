@@ -67,6 +67,8 @@ def _cloudevent(source: str, type_name: str, version: int, data: str) -> dict[st
             "schemaversion": {"type": "integer", "description": f"{version} when current"},
             "correlationid": _STRING,
             "causationid": _STRING,
+            "traceparent": {**_STRING, "description": "W3C trace context (distributed tracing)"},
+            "tracestate": _STRING,
             "data": {"$ref": _SCHEMAS + data},
         },
         "required": ["specversion", "id", "source", "type", "subject", "time",
@@ -88,11 +90,14 @@ def _binary_headers(source: str, type_name: str, version: int) -> dict[str, Any]
         "ce-schemaversion": {**_STRING, "description": f"{version} when current"},
         "ce-correlationid": _STRING,
         "ce-causationid": _STRING,
+        "ce-traceparent": _STRING,
+        "ce-tracestate": _STRING,
         "content-type": {"const": "application/json"},
         "Nats-Msg-Id": {**_STRING, "description": "the event's id (JetStream deduplication)"},
         "Eventgate-Metadata": {**_STRING, "description": "the event's metadata as JSON"},
     }
-    required = [k for k in properties if k not in ("ce-correlationid", "ce-causationid")]
+    optional = ("ce-correlationid", "ce-causationid", "ce-traceparent", "ce-tracestate")
+    required = [k for k in properties if k not in optional]
     return {"type": "object", "properties": properties, "required": required}
 
 

@@ -11,6 +11,8 @@ from eventgate.eventstore.model import RecordedEvent
 __all__ = ["source_of", "structured", "token_of"]
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+_EXTENSIONS = (("correlationId", "correlationid"), ("causationId", "causationid"),
+               ("traceparent", "traceparent"), ("tracestate", "tracestate"))  # fmt: skip
 
 
 def token_of(app: str) -> str:
@@ -26,7 +28,9 @@ def source_of(app: str) -> str:
 def structured(source: str, event: RecordedEvent) -> dict[str, Any]:
     """`event` as a structured CloudEvent: the context attributes, `sequence` (the store's
     global position, the CloudEvents sequence extension), the stream and schema versions,
-    the correlation and causation ids, and the event's data."""
+    the correlation and causation ids, the W3C trace context of the request that recorded it
+    (the CloudEvents distributed tracing extension: a client or webhook receiver can continue
+    the trace), and the event's data."""
     cloud: dict[str, Any] = {
         "specversion": "1.0",
         "id": event.id,
@@ -39,7 +43,7 @@ def structured(source: str, event: RecordedEvent) -> dict[str, Any]:
         "streamversion": event.stream_version,
         "schemaversion": event.schema_version,
     }
-    for key, attribute in (("correlationId", "correlationid"), ("causationId", "causationid")):
+    for key, attribute in _EXTENSIONS:
         value = event.metadata.get(key)
         if isinstance(value, str) and value:
             cloud[attribute] = value
