@@ -38,6 +38,8 @@ __all__ = [
 
 METADATA_KEYS = ("traceparent", "tracestate")
 """The W3C trace context headers, kept under the same names in event metadata."""
+MAX_TRACESTATE = 512
+"""Characters of `tracestate` kept (W3C: propagate at least 512; beyond may be dropped)."""
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -76,11 +78,15 @@ def propagated(carrier: Mapping[str, Any]) -> Context | None:
 
 
 def carried() -> dict[str, str]:
-    """The current trace context as metadata entries: empty when there is none."""
+    """The current trace context as metadata entries: empty when there is none. A
+    `tracestate` longer than W3C's 512 characters is left out (a client's could otherwise
+    add kilobytes to every event it causes)."""
     if not trace.get_current_span().get_span_context().is_valid:
         return {}
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
+    if len(carrier.get("tracestate", "")) > MAX_TRACESTATE:
+        del carrier["tracestate"]
     return carrier
 
 

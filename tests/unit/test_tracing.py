@@ -1,13 +1,16 @@
-"""Which exporter the OpenTelemetry environment turns on, and the clear refusals."""
+"""Which exporter the OpenTelemetry environment turns on, the clear refusals, and the trace
+context an event keeps."""
 
 from __future__ import annotations
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from eventgate.errors import ConfigError
 from eventgate.tracing.setup import _exporter
+from eventgate.tracing.spans import carried, propagated
 
 
 def test_tracing_is_off_unless_an_endpoint_or_exporter_is_configured() -> None:
@@ -40,3 +43,22 @@ def test_an_exporter_eventgate_does_not_ship_is_refused_clearly(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         _exporter(environ)
+
+
+def test_an_events_trace_context_keeps_a_short_tracestate_and_drops_a_huge_one() -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for state, kept in (
+        ("vendor=abc", True),
+        (",".join(f"k{n}={'v' * 200}" for n in range(30)), False),
+    ):
+        context = propagated({"traceparent": parent, "tracestate": state})
+        assert context is not None
+        token = otel_context.attach(context)
+        try:
+            found = carried()
+        finally:
+            otel_context.detach(token)
+        assert found["traceparent"] == parent
+        assert ("tracestate" in found) is kept
+    assert propagated({"traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"}) is None
+    assert propagated({"traceparent": "not a trace"}) is None
