@@ -59,6 +59,11 @@ class PostgresServer:
                           "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
+        return self.resume()
+
+    def resume(self) -> PostgresServer:
+        """Start the server on its data directory and port (again, after `halt`)."""
+        data = self.directory / "data"
         options = f"-k {self.directory} -h 127.0.0.1 -p {self.port} -c fsync=on"
         subprocess.run(
             _as_postgres([str(self.binaries / "pg_ctl"), "-D", str(data), "-l",
@@ -69,6 +74,11 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), keeping its data."""
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGINT)  # fast shutdown
@@ -79,7 +89,6 @@ class PostgresServer:
             except ProcessLookupError:
                 pass
             self.pid = None
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 async def database_for(server_dsn: str, key: str, prefix: str = "t") -> str:

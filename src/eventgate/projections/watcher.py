@@ -9,6 +9,11 @@ every apply, retry, skip and reset): a view whose counter moved counts as change
 everywhere. Each (re)connection starts with a poll, so what was committed while nobody
 listened is not missed either. Views whose projection runs in this very process (`local`)
 are left out of polling: their changes are already on the feed, row by row.
+
+A database that goes away (and comes back) never stops the watcher: it logs one warning
+when notifications or polls start failing and one line when they work again, whatever
+asyncpg raises meanwhile (a ping that lands between a shutting-down server's FATAL and the
+connection's end raises InternalClientError, outside asyncpg's other error classes).
 """
 
 from __future__ import annotations
@@ -32,6 +37,28 @@ SAFETY_POLL = 1.0
 """Seconds between polls while notifications flow (a dead connection can go unnoticed)."""
 RECONNECT_AFTER = 2.0
 """Seconds of polling before trying to LISTEN again."""
+CONNECTION_LOST = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                   asyncpg.InternalClientError)  # fmt: skip
+"""What asyncpg raises when the server is unreachable, restarting or gone mid-query."""
+
+
+class _Outage:
+    """One warning when something starts failing, one line when it works again."""
+
+    def __init__(self, failing: str, back: str) -> None:
+        self._failing = failing
+        self._back = back
+        self.down = False
+
+    def failed(self, error: BaseException) -> None:
+        if not self.down:
+            _log.warning("%s (%s)", self._failing, str(error) or type(error).__name__)
+        self.down = True
+
+    def works(self) -> None:
+        if self.down:
+            _log.info(self._back)
+        self.down = False
 
 
 class ReadModelWatcher:
@@ -55,14 +82,22 @@ class ReadModelWatcher:
         self._notices: asyncio.Queue[ReadModelNotice] = asyncio.Queue()
         self.listening = False
         """True while notifications are being received (False: polling)."""
+        self._notifications = _Outage(
+            "read-model notifications lost; polling until PostgreSQL answers again",
+            "read-model notifications received again",
+        )
+        self._polls = _Outage(
+            "cannot read the read-model checkpoints; retrying until they answer",
+            "read-model checkpoints read again",
+        )
 
     async def run(self) -> None:
         while True:
             if self._url is not None:
                 try:
                     await self._listen(self._url)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                    _log.warning("read-model notifications lost (%s); polling", e)
+                except CONNECTION_LOST as e:
+                    self._notifications.failed(e)
                 self.listening = False
             await self._poll_for(RECONNECT_AFTER if self._url is not None else None)
 
@@ -87,7 +122,9 @@ class ReadModelWatcher:
             try:
                 await self.poll()
             except Exception as e:
-                _log.warning("polling read-model checkpoints failed (%s); retrying", e)
+                self._polls.failed(e)
+            else:
+                self._polls.works()
             await asyncio.sleep(self._interval)
 
     async def _listen(self, url: str) -> None:
@@ -98,6 +135,8 @@ class ReadModelWatcher:
             await connection.add_listener(CHANNEL, self._received)
             self.listening = True
             await self.poll()  # whatever committed before the LISTEN took effect
+            self._notifications.works()
+            self._polls.works()
             while not lost.is_set() and not connection.is_closed():
                 try:
                     async with asyncio.timeout(SAFETY_POLL):
