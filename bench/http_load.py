@@ -9,8 +9,12 @@ gateway export envoy` goes in front of the same command and query services as `s
 gateway`, in the same run: keys `envoy_get_item_*` and `envoy_post_create_*`, beside the
 embedded gateway's `pg_get_item_*` and `pg_post_create_*`.
 
+With --traced, a second `eventgate up` on SQLite traces every request (OTLP/HTTP to a sink in
+this process that takes the spans and drops them, as a collector would): keys `traced_*`
+beside the untraced ones of the same run.
+
 Usage: python bench/http_load.py [--json] [--seconds 5] [--only a,b] [--profile]
-[--no-postgres] [--database-url URL] [--envoy] [--envoy-concurrency 1]   (needs wrk:
+[--no-postgres] [--database-url URL] [--envoy] [--envoy-concurrency 1] [--traced]  (needs wrk:
 apt-get install wrk; --profile needs py-spy, a dev dependency): with --profile, py-spy
 samples `eventgate up` during each scenario and the share of its time in each part is
 printed (see PARTS).
@@ -29,8 +33,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +78,13 @@ def free_port() -> int:
         return port
 
 
-def start_eventgate(data: Path) -> tuple[subprocess.Popen[str], str]:
+def start_eventgate(
+    data: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "eventgate.cli", "up", "--data", str(data), "--port", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )  # fmt: skip
     assert process.stdout is not None
     first = process.stdout.readline()
@@ -85,6 +93,35 @@ def start_eventgate(data: Path) -> tuple[subprocess.Popen[str], str]:
         process.kill()
         raise SystemExit(f"eventgate up did not start: {first.strip() or 'no output'}")
     return process, found.group(0)
+
+
+class _SpanSink(BaseHTTPRequestHandler):
+    """Takes an OTLP/HTTP export and drops it (the cost under test is eventgate's)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def run_traced(
+    results: dict[str, object], directory: Path, seconds: int, only: set[str] | None
+) -> None:
+    """The `up` scenarios again, every request traced and its spans exported."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _SpanSink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
+    gateway, url = start_eventgate(directory / "traced", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    try:
+        measure(results, "traced_", scenarios(url, directory), seconds, only)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait()
+        sink.shutdown()
 
 
 def start_bare() -> tuple[subprocess.Popen[str], str]:
@@ -297,6 +334,7 @@ def run(
     postgres: bool = True,
     database_url: str | None = None,
     envoy: int | None = None,
+    traced: bool = False,
 ) -> dict[str, object]:
     if shutil.which("wrk") is None:
         raise SystemExit("bench/http_load.py needs wrk: apt-get install wrk")
@@ -317,6 +355,8 @@ def run(
         finally:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait()
+        if traced:
+            run_traced(results, directory, seconds, only)
         if postgres:
             run_postgres(results, database_url, directory, seconds, only, envoy)
     results = {k: round(v, 1) if isinstance(v, float) else v for k, v in results.items()}
@@ -365,6 +405,9 @@ def main() -> None:
     parser.add_argument(
         "--envoy-concurrency", type=int, default=1, help="Envoy's worker threads (--envoy)"
     )
+    parser.add_argument(
+        "--traced", action="store_true", help="also run the up scenarios with tracing on"
+    )
     options = parser.parse_args()
     only = set(options.only.split(",")) if options.only else None
     if options.envoy and options.no_postgres:
@@ -377,6 +420,7 @@ def main() -> None:
         not options.no_postgres,
         options.database_url,
         envoy,
+        options.traced,
     )
     for key, value in results.items():
         if isinstance(value, dict):
@@ -392,6 +436,10 @@ def main() -> None:
         if f"envoy_{key}_rps" in results and f"pg_{key}_rps" in results:
             share = float(str(results[f"envoy_{key}_rps"])) / float(str(results[f"pg_{key}_rps"]))
             print(f"{'envoy_' + key + ' / pg_':>24}  {share:.2f} (target >= {target})")
+    for key, _ in TARGETS:
+        if f"traced_{key}_rps" in results:
+            share = float(str(results[f"traced_{key}_rps"])) / float(str(results[f"{key}_rps"]))
+            print(f"{'traced_' + key + ' / ' + key:>24}  {share:.2f}")
     if options.json:
         print(json.dumps(results))
 
