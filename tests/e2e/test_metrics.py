@@ -166,8 +166,20 @@ def test_metrics_need_the_admin_scope_when_keys_are_set(tmp_path: Path) -> None:
             assert refused.status_code == 403
             assert refused.headers["content-type"] == "application/problem+json"
             assert "eventgate_http_requests_total" in scrape(client, **{"X-API-Key": "admin-key"})
+            assert client.post("/api/inventory-items", json={"name": "w"}).status_code == 401
+            assert client.get("/no/such/route").status_code == 401
+            reader = {"X-API-Key": KEYS["reader"]}
+            assert client.get("/admin/dead-letters/x", headers=reader).status_code == 403
+            found = samples(scrape(client, **{"X-API-Key": "admin-key"}))
     finally:
         server.stop()
+    labelled = {(dict(labels)["route"], dict(labels)["status"]) for (name, labels) in found
+                if name == "eventgate_http_requests_total"}  # fmt: skip
+    # a refusal is labelled with the route its path matched; a path no route takes: unmatched
+    assert ("/api/inventory-items", "401") in labelled
+    assert ("/admin/dead-letters/{id}", "403") in labelled
+    assert ("/metrics", "401") in labelled and ("/metrics", "403") in labelled
+    assert ("unmatched", "401") in labelled
 
 
 ALERT_TESTS = """

@@ -164,9 +164,9 @@ class Gateway:
         if self._config.auth_enabled:
             in_query = _query_key(scope)[0] if takes_query_key(route, method) else None
             consumer = self._authenticate(headers, in_query)
-            if consumer is None:
+            if consumer is None:  # the route (if any) is kept: metrics label the refusal by it
                 answer = problem(401, "send a valid API key", {"WWW-Authenticate": "Bearer"})
-                return answer, None, None, {}
+                return answer, None, route, {}
         if route is None:
             allowed = self._table.allowed(path)
             if not allowed:
@@ -178,7 +178,7 @@ class Gateway:
         needed = route.needs(method)
         if consumer is not None and not consumer.holds(needed):
             answer = problem(403, f"this needs the {needed!r} scope", instance=path)
-            return answer, consumer, None, {}
+            return answer, consumer, route, {}
         limited, limit_headers = self._rate_limit(consumer)
         return limited, consumer, route, limit_headers
 

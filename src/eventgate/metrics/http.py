@@ -18,7 +18,7 @@ __all__ = ["MeteredService", "RequestMeter", "route_label"]
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _OWN_PAGES = ("/openapi.json", "/asyncapi.json", "/docs", "/console", "/metrics")
 UNMATCHED = "unmatched"
-"""The route of a request no route took (a 404, 405, 401 before routing)."""
+"""The route of a request no route took (a 404, a 405, a 401 on a path no route takes)."""
 
 
 def route_label(pattern: str | None, path: str) -> str:
