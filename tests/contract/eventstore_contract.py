@@ -260,6 +260,33 @@ class EventStoreContract:
         finally:
             await store.close()
 
+    async def test_a_subscription_cancelled_as_an_append_wakes_it_stops(
+        self, tmp_path: Path
+    ) -> None:
+        """A function runner cancels its reader to change partitions, whenever an append may
+        have just woken it: the reader must stop. (Python 3.11's asyncio.wait_for swallows a
+        cancel that lands after the awaited wake-up, CPython gh-86296: the reader read on
+        and the runner waited for it forever.) The cancel lands 0..5 loop turns after the
+        append, so one of them falls between the wake-up and the subscriber resuming."""
+        store = await self.open_store(tmp_path, poll_interval=3600)
+
+        async def follow() -> None:
+            async for _ in store.subscribe_matching(lambda stream, type_name: True):
+                pass
+
+        try:
+            for turns in range(6):
+                follower = asyncio.create_task(follow())
+                await asyncio.sleep(0.05)
+                await store.append("s-1", [new(n=turns)])
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                follower.cancel()
+                done, _ = await asyncio.wait({follower}, timeout=5)
+                assert follower in done, f"cancelled {turns} turn(s) after an append, it ran on"
+        finally:
+            await store.close()
+
     async def test_events_survive_closing_and_reopening(self, tmp_path: Path) -> None:
         store = await self.open_store(tmp_path)
         await store.append("s-1", [new(n=1)])

@@ -176,11 +176,6 @@ async def test_a_disabled_subscription_holds_an_event_whose_receiver_hangs(
         await asyncio.gather(running, return_exceptions=True)
 
 
-@pytest.mark.skip(
-    reason="quarantined: fails about 2 runs in 5 (a delivery signed with the rotated secret does"
-    " not arrive within 20 s: the worker seems to keep the subscription's earlier runner);"
-    " to be fixed first next session (closing note of 2026-11-30)"
-)
 async def test_a_rotated_secret_and_the_one_it_replaced_both_verify_during_the_grace(
     system: System, target: Callable[[Handler], Awaitable[str]]
 ) -> None:

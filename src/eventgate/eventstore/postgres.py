@@ -447,8 +447,9 @@ class PostgresEventStore:
                     after = scanned.position
                     yield scanned
                     continue
-                try:
-                    await asyncio.wait_for(woken.wait(), self._poll_interval)
+                try:  # not wait_for: on 3.11 it swallows a cancel racing the wake-up (gh-86296)
+                    async with asyncio.timeout(self._poll_interval):
+                        await woken.wait()
                 except TimeoutError:
                     if self._listener is None or self._listener.is_closed():
                         await self._listen()

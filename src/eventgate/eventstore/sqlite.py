@@ -383,8 +383,9 @@ class SQLiteEventStore:
                 after, from_file = scanned.position, False
                 yield scanned
                 continue
-            try:
-                await asyncio.wait_for(signal.wait(), self._poll_interval)
+            try:  # not wait_for: on 3.11 it swallows a cancel racing the wake-up (gh-86296)
+                async with asyncio.timeout(self._poll_interval):
+                    await signal.wait()
                 from_file = False
             except TimeoutError:  # nothing appended here for a while; another process may have
                 from_file = True
