@@ -7,11 +7,14 @@ revision it last wrote (`update(last=...)`), deleted the same way. Every entry l
 seconds after its last write (the bucket's max age), so a dead worker's partitions free
 themselves. A worker keeps at most its fair share (partitions over live workers). The
 runner's delivery does not rest on the lease alone: JetStream hands each message of a
-consumer to one fetcher at a time and redelivers what is not acked.
+consumer to one fetcher at a time and redelivers what is not acked. A stopping worker gives
+its leases back within LEAVE_WITHIN seconds, or not at all when the broker is away (each
+request would wait out its timeout): what it could not give back lapses with the TTL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -33,6 +36,8 @@ __all__ = ["BrokerLeases"]
 
 log = logging.getLogger("eventgate.broker")
 _KEY = re.compile(r"[^-/_=.a-zA-Z0-9]")
+LEAVE_WITHIN = 2.0
+"""Seconds a stopping worker spends giving its leases back (the rest lapse with the TTL)."""
 
 
 class BrokerLeases:
@@ -82,11 +87,15 @@ class BrokerLeases:
         if self._bucket is None:
             return
         held, self._held = self._held, {}
-        for p, revision in held.items():
-            with contextlib.suppress(Exception):
-                await self._bucket.delete(f"p.{p}", last=revision)
-        with contextlib.suppress(Exception):
-            await self._bucket.delete(f"w.{_KEY.sub('_', worker)}")
+        if not self._broker.client.is_connected:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LEAVE_WITHIN):
+                for p, revision in held.items():
+                    with contextlib.suppress(Exception):
+                        await self._bucket.delete(f"p.{p}", last=revision)
+                with contextlib.suppress(Exception):
+                    await self._bucket.delete(f"w.{_KEY.sub('_', worker)}")
 
     async def _open(self, ttl: float) -> KeyValue:
         if self._bucket is None:
