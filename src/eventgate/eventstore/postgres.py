@@ -273,6 +273,7 @@ class PostgresEventStore:
                 outcomes = await self._write(batch)
             except Exception as e:  # the transaction failed: every append of it did
                 failure = EventStoreError(f"appending to PostgreSQL failed: {e}")
+                failure.__cause__ = e  # an unreachable database answers 503, not 500
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(failure)

@@ -28,6 +28,7 @@ from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventgate.errors import ConfigError
+from eventgate.outages import OutageLogFilter
 
 __all__ = [
     "LOG_FORMATS",
@@ -85,6 +86,7 @@ def logs_json() -> bool:
 def setup_logging(chosen: str = "text", level: int = logging.INFO) -> None:
     """Root logging to stderr in `chosen` format (text or json), replacing earlier setup."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(OutageLogFilter())  # a database away: a line a minute, no traceback
     handler.addFilter(_RequestContext())
     if chosen == "json":
         handler.setFormatter(JsonFormatter(

@@ -19,8 +19,17 @@ from eventgate.errors import (
     InvalidCommand,
     RuleViolation,
 )
+from eventgate.outages import unreachable
 
-__all__ = ["PROBLEM_JSON", "HTTPProblem", "problem", "problem_body", "problem_for", "render_error"]
+__all__ = [
+    "PROBLEM_JSON",
+    "HTTPProblem",
+    "problem",
+    "problem_body",
+    "problem_for",
+    "render_error",
+    "unavailable",
+]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -82,8 +91,17 @@ def problem_body(
     return body
 
 
+def unavailable(instance: str | None = None) -> Response:
+    """The answer while the database cannot be reached: 503, to retry (not the server's bug)."""
+    detail = "the database cannot be reached now; try again shortly"
+    return problem(503, detail, {"Retry-After": "5"}, instance)
+
+
 def problem_for(error: EventgateError, instance: str | None = None) -> Response:
-    """The response for a domain or store error; unknown kinds are a 500 without details."""
+    """The response for a domain or store error; a store that cannot reach its database is
+    a 503, unknown kinds are a 500 without details."""
+    if unreachable(error):
+        return unavailable(instance)
     for cls in type(error).__mro__:
         status = _STATUS.get(cls)
         if status is not None:
@@ -99,4 +117,6 @@ async def render_error(request: Request, error: Exception) -> Response:
         return problem_for(error, request.url.path)
     if isinstance(error, HTTPException):
         return problem(error.status_code, error.detail, error.headers, request.url.path)
+    if unreachable(error):
+        return unavailable(request.url.path)
     return problem(500, "the server could not complete the request")

@@ -18,7 +18,8 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventgate.errors import EventgateError
-from eventgate.http.problems import HTTPProblem, problem, render_error
+from eventgate.http.problems import HTTPProblem, problem, render_error, unavailable
+from eventgate.outages import unreachable
 
 __all__ = ["Endpoint", "Router", "header"]
 
@@ -39,8 +40,9 @@ def header(request: Request, name: bytes) -> str | None:
 class Router:
     """Routes HTTP requests to endpoints that return an ASGI response; 404 and 405 (with
     Allow) for what no route takes, a 500 problem (logged) for what an endpoint raises
-    unexpectedly. WebSocket handshakes go to the ASGI app `sockets` names for their path
-    (404, as an HTTP answer to the handshake, for any other path)."""
+    unexpectedly, a 503 while the database cannot be reached. WebSocket handshakes go to
+    the ASGI app `sockets` names for their path (404, as an HTTP answer to the handshake,
+    for any other path)."""
 
     def __init__(
         self,
@@ -76,9 +78,14 @@ class Router:
                 response = await endpoint(request)
             except (HTTPProblem, EventgateError, HTTPException) as error:
                 response = await render_error(request, error)
-            except Exception:
-                logger.exception("%s %s failed", method, path)
-                response = problem(500, "the server could not complete the request")
+            except Exception as error:
+                if unreachable(error):  # PostgreSQL is away: the client may retry, soon
+                    logger.warning("%s %s: the database cannot be reached (%s)", method, path,
+                                   error)  # fmt: skip
+                    response = unavailable(path)
+                else:
+                    logger.exception("%s %s failed", method, path)
+                    response = problem(500, "the server could not complete the request")
             await response(scope, receive, send)
             return
         if allowed:

@@ -126,7 +126,7 @@ class UpsertService:
                     renewed = asked
                     keep = frozenset(sorted(claim.held)[: claim.fair_share])
                 except Exception as e:  # the lease may lapse: stop before another takes over
-                    _log.warning("cannot renew projection leases (%s)", str(e) or type(e).__name__)
+                    _log.warning("cannot renew projection leases (%r)", e)  # %r: str may be ""
                     lapsing = loop.time() - renewed >= membership.ttl - membership.heartbeat
                     claim, keep = None, frozenset() if lapsing else self.held
                 if keep != self.held or running is None:
