@@ -71,10 +71,11 @@ def start(
 
 
 async def both_running(log: Path) -> None:
-    """Wait until each of the two workers has partitions (and a moment to start on them);
-    a second or two when the machine is free, much longer when other test runs share its
-    two cores (30 s were once not enough)."""
-    deadline = time.monotonic() + 90
+    """Wait until each of the two workers has partitions (and a moment to start on them):
+    a second or two, a few when other test runs share the two cores. (The runs that never
+    got there were not slow: one worker had failed at start, and the supervisor stopped
+    both; the log's end says so.)"""
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         text = await asyncio.to_thread(log.read_text)
         found = re.findall(r"worker (\S+) runs partitions \[\d", text)
@@ -82,18 +83,16 @@ async def both_running(log: Path) -> None:
             await asyncio.sleep(1.5)
             return
         await asyncio.sleep(0.1)
-    raise AssertionError("the two workers never shared the partitions")
+    tail = "\n".join(text.splitlines()[-60:])
+    raise AssertionError(f"the two workers never shared the partitions; the log ends:\n{tail}")
 
 
 @pytest.fixture(params=["store", "nats"])
 def broker(request: pytest.FixtureRequest) -> Iterator[list[str]]:
     """No broker (workers read the store), or a NATS JetStream of this test's own."""
     if request.param == "store":
-        pytest.skip(
-            "quarantined: on the store path the two workers sometimes never share the"
-            " partitions, even in 90 s (2 of 4 clean-clone CI runs on 2026-11-30); to be fixed"
-            " first next session (closing note of 2026-11-30)"
-        )
+        yield []
+        return
     binary = nats_binary()
     if binary is None:
         pytest.skip("nats-server is not installed")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +25,7 @@ from eventgate.functions.worker import FunctionWorker
 from eventgate.webhooks.catalog import WebhookCatalog
 from eventgate.webhooks.delivery import DeliveryFailed, Sender
 from eventgate.webhooks.model import new_secret, parse_new, parse_update
+from eventgate.webhooks.store import _TABLE, SQLiteWebhookStore
 from tests.postgres import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -221,6 +225,30 @@ async def test_a_rotated_secret_and_the_one_it_replaced_both_verify_during_the_g
     for secret in (old, new):
         with pytest.raises(WebhookVerificationError):
             Webhook(secret).verify(after, later)
+
+
+async def test_a_webhook_store_from_before_secret_rotation_is_upgraded_in_place(
+    tmp_path: Path,
+) -> None:
+    """A file made before rotation (no previous_secret, previous_until columns) gets them
+    when opened; its subscriptions read back unchanged, with no previous secret."""
+    path = tmp_path / "webhooks.sqlite"
+    made = parse_new({"url": "https://example.com/hook"}, 0)
+    with sqlite3.connect(path) as connection:
+        connection.execute(_TABLE.format(name="webhooks"))
+        s = made
+        connection.execute(
+            "INSERT INTO webhooks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (s.id, s.url, json.dumps(s.types), json.dumps(s.streams), s.secret, s.start,
+             s.retries, s.backoff, s.disable_after, True, None, 0, s.version,
+             s.created.isoformat(), s.updated.isoformat()),
+        )  # fmt: skip
+    connection.close()
+    store = await SQLiteWebhookStore.open(path)
+    try:
+        assert await store.all() == [made]
+    finally:
+        await store.close()
 
 
 async def signed_by(

@@ -97,12 +97,16 @@ class SQLiteWebhookStore:
         return store
 
     def _create(self) -> None:
+        """Create or upgrade the table in one write transaction: processes opening a new
+        file together (`serve functions --workers 2`) would otherwise both find a column
+        missing and both add it, and the second would fail to start."""
         connection = self._file.connection()
-        connection.executescript(_TABLE.format(name="webhooks"))
-        present = {row[1] for row in connection.execute("PRAGMA table_info(webhooks)")}
-        for column in _ADDED:
-            if column not in present:
-                connection.execute(f"ALTER TABLE webhooks ADD COLUMN {column} text")
+        with write_transaction(connection):
+            connection.execute(_TABLE.format(name="webhooks"))
+            present = {row[1] for row in connection.execute("PRAGMA table_info(webhooks)")}
+            for column in _ADDED:
+                if column not in present:
+                    connection.execute(f"ALTER TABLE webhooks ADD COLUMN {column} text")
 
     async def close(self) -> None:
         await self._file.close()
