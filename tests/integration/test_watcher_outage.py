@@ -23,7 +23,7 @@ from eventgate.projections.watcher import ReadModelWatcher
 from tests.conftest import installed
 from tests.postgres import PostgresServer, database_for, postgres_binaries
 
-STOPS = 4
+STOPS = 6
 
 
 @pytest.fixture

@@ -35,6 +35,8 @@ __all__ = ["ReadModelWatcher"]
 _log = logging.getLogger(__name__)
 SAFETY_POLL = 1.0
 """Seconds between polls while notifications flow (a dead connection can go unnoticed)."""
+PING_TIMEOUT = 2.0
+"""Seconds the listening connection may take to answer a ping before it counts as dead."""
 RECONNECT_AFTER = 2.0
 """Seconds of polling before trying to LISTEN again."""
 CONNECTION_LOST = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
@@ -143,7 +145,7 @@ class ReadModelWatcher:
                         await self._publish(await self._notices.get())
                 except TimeoutError:
                     # raises if the server is gone, or silent (a partition sends no reset)
-                    await connection.execute("SELECT 1", timeout=SAFETY_POLL * 2)
+                    await connection.execute("SELECT 1", timeout=PING_TIMEOUT)
                     await self.poll()
         finally:
             with contextlib.suppress(Exception):
