@@ -314,12 +314,20 @@ class FunctionRunner:
             )
 
     async def _drop(self, partitions: frozenset[int]) -> None:
+        """Stop `partitions`, saving their checkpoints if the store takes them: with the
+        store away (the very reason leases are given up) they are dropped unsaved, and the
+        next owner redelivers from the last saved ones (at-least-once, never less)."""
         lanes = [lane for lane in self._lanes.values() if lane.partition in partitions]
         for lane in lanes:
             if lane.task is not None:
                 lane.task.cancel()
         await asyncio.gather(*(lane.task for lane in lanes if lane.task), return_exceptions=True)
-        await self.commit()
+        try:
+            await self.commit()
+        except Exception as e:
+            log.warning("%s: checkpoints of partitions %s not saved (%s); their events from"
+                        " the last saved ones run again", self.function.name, sorted(partitions),
+                        e)  # fmt: skip
         for p in partitions:
             self._parts.pop(p, None)
         self._effects = [e for e in self._effects if e[0] not in partitions]

@@ -119,7 +119,11 @@ class FunctionWorker:
                 await asyncio.sleep(self._heartbeat)
         finally:
             await asyncio.gather(*(runner.stop() for runner in self.runners))
-            await self._leases.leave(self.id)
+            try:
+                await self._leases.leave(self.id)
+            except Exception as e:  # the store or broker is away: the leases lapse with the TTL
+                log.warning("worker %s could not give its partitions back (%s); they are"
+                            " free once %g s pass", self.id, e, self._ttl)  # fmt: skip
             if self._catalog is not None:
                 await self._catalog.close()
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["ProjectionStatus", "UpsertService"]
 
 _log = logging.getLogger(__name__)
+_MIN_BACKOFF = 0.5
 _MAX_BACKOFF = 30.0
 REQUEST_POLL_INTERVAL = 1.0
 """How often the service looks for retry/skip requests on parked streams (seconds)."""
@@ -279,13 +280,18 @@ class UpsertService:
     async def _keep_running(self, projections: Sequence[Projection]) -> None:
         """Follow forever. A failing handler parks its event's stream (in the read store's
         transaction); what fails here is the store itself (disk full, say): logged and
-        retried with backoff, never skipped."""
-        backoff = 0.5
+        retried with backoff, never skipped. The backoff starts again after a stretch that
+        ran well, so short outages one after another do not each wait the longest."""
+        backoff = _MIN_BACKOFF
         names = ", ".join(p.name for p in projections)
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await self.follow_all(projections)
             except Exception:
+                if loop.time() - started > _MAX_BACKOFF:
+                    backoff = _MIN_BACKOFF
                 _log.exception("projections %s failed; retrying in %.1fs", names, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
