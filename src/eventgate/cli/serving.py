@@ -264,8 +264,9 @@ async def _keep_running(
         backoff = min(delay * 2, _MAX_BACKOFF)
         err.print(f"{what} worker {n} (pid {child.pid}) exited with {child.returncode};"
                   f" restarting in {delay:.0f} s")  # fmt: skip
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), delay)
+        with contextlib.suppress(TimeoutError):  # (asyncio.timeout: 3.11's wait_for can
+            async with asyncio.timeout(delay):  # lose a cancel, CPython gh-86296)
+                await stopping.wait()
     return False
 
 

@@ -94,7 +94,8 @@ class Readiness:
 
     async def _one(self, check: Check) -> str | None:
         try:
-            return await asyncio.wait_for(check(), self.timeout)
+            async with asyncio.timeout(self.timeout):  # (not wait_for: gh-86296 in 3.11)
+                return await check()
         except TimeoutError:
             return f"no answer within {self.timeout:g} s"
         except Exception as e:  # any failure of a store is what the check is for
