@@ -4,6 +4,7 @@ under way goes into the next one, so N callers pay for one commit (one fsync), n
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -27,7 +28,8 @@ class GroupWriter(Generic[T]):
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((item, done))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            # its own context: not the request's that happened to start it (logs, traces)
+            self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
         await done
 
     async def _flush(self) -> None:

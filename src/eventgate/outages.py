@@ -28,18 +28,26 @@ _UNREACHABLE = (
     asyncpg.PostgresConnectionError,  # the connection ended mid-query
     asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
     asyncpg.AdminShutdownError,
-    asyncpg.InterfaceError,  # "connection is closed"
+    asyncpg.InterfaceError,  # "connection is closed" (not its subclasses: see _NOT)
     asyncpg.InternalClientError,  # a query sent between the server's FATAL and the close
+)
+_NOT = (
+    asyncpg.exceptions.DataError,  # an argument the driver cannot encode: our bug
+    asyncpg.exceptions.ClientConfigurationError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+    asyncpg.exceptions.UnsupportedServerFeatureError,
 )
 
 
 def unreachable(error: BaseException | None) -> bool:
-    """Whether `error`, or an error that caused it, says the database cannot be reached."""
+    """Whether `error`, or an error that caused it, says the database cannot be reached (an
+    error raised `from None` keeps its own meaning, whatever it was raised while handling)."""
     seen = 0
     while error is not None and seen < 8:
-        if isinstance(error, _UNREACHABLE):
+        if isinstance(error, _UNREACHABLE) and not isinstance(error, _NOT):
             return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
+        context = None if error.__suppress_context__ else error.__context__
+        error, seen = error.__cause__ or context, seen + 1
     return False
 
 

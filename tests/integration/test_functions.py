@@ -72,6 +72,39 @@ async def test_a_failing_event_is_retried_until_it_succeeds(system: System) -> N
     assert (status.invocations, status.failures, status.checkpoint) == (3, 2, 1)
 
 
+async def test_a_dead_letter_the_store_refuses_for_a_while_is_written_once_it_takes_it(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The function store away just when an event is dead-lettered: the lane waits and
+    tries again (it died before, leaving the event unfinished and the stream stuck)."""
+    real, refused = system.functions.dead_letter, []
+
+    async def away_twice(*args: Any) -> None:
+        if len(refused) < 2:
+            refused.append(args[2].id)
+            raise ConnectionRefusedError(111, "Connection refused")
+        await real(*args)
+
+    monkeypatch.setattr(system.functions, "dead_letter", away_twice)
+
+    @function(on=["Thing"], retries=0, **FAST)
+    async def refuses(event: FunctionEvent, ctx: Context) -> None:
+        raise ValueError("no")
+
+    async with running(system, [refuses]):
+        await append(system, "s-1")
+        await append(system, "s-1")  # behind the first in its stream's lane
+
+        async def both_parked() -> bool:
+            return len(await system.functions.dead_letters()) == 2
+
+        await until(both_parked, within=15)
+        await asyncio.sleep(0.3)  # a checkpoint save
+    assert len(refused) == 2
+    [status] = await system.functions.status()
+    assert status.checkpoint == 2
+
+
 async def test_exhausted_retries_dead_letter_the_event_and_a_replay_runs_it_again(
     system: System,
 ) -> None:

@@ -72,3 +72,21 @@ def test_other_failures_are_logged_each_time_with_their_traceback() -> None:
         failure = record("projections %s failed", "a", error=ValueError("a bug"))
         assert outages.filter(failure)
         assert failure.exc_info is not None
+
+
+def test_a_bug_is_no_outage_even_when_raised_while_handling_one() -> None:
+    assert not unreachable(asyncpg.exceptions.DataError("invalid input for query argument $1"))
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError:
+            raise ValueError("a decision of ours") from None
+    except ValueError as e:
+        assert not unreachable(e)
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as cause:
+            raise RuntimeError("append failed") from cause
+    except RuntimeError as e:
+        assert unreachable(e)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from eventgate.errors import ConfigError
-from eventgate.tracing.setup import _exporter
+from eventgate.tracing.setup import _exporter, _sampler
 from eventgate.tracing.spans import carried, propagated
 
 
@@ -62,3 +63,35 @@ def test_an_events_trace_context_keeps_a_short_tracestate_and_drops_a_huge_one()
         assert ("tracestate" in found) is kept
     assert propagated({"traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"}) is None
     assert propagated({"traceparent": "not a trace"}) is None
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"traceparent": 5},
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": 5},
+        {"traceparent": ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]},
+        {"traceparent": None, "tracestate": {"a": 1}},
+    ],
+)
+def test_metadata_of_any_shape_never_makes_tracing_raise(metadata: dict[str, object]) -> None:
+    """Events on the broker or in a copied store may carry anything: a runner must not stall."""
+    found = propagated(metadata)
+    if found is not None:  # a good traceparent with a bad tracestate: the parent is kept
+        assert metadata["tracestate"] == 5
+
+
+def test_a_configured_ratio_decides_by_trace_id_whatever_the_clients_flag() -> None:
+    sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    unsampled = sampled[:-2] + "00"
+    for ratio, want in (("0", False), ("1", True)):
+        sampler = _sampler({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                            "OTEL_TRACES_SAMPLER_ARG": ratio})  # fmt: skip
+        tracer = TracerProvider(sampler=sampler).get_tracer("t")
+        for parent in (sampled, unsampled):
+            span = tracer.start_span("GET", context=propagated({"traceparent": parent}))
+            assert span.is_recording() is want, (ratio, parent)
+    assert _sampler({}) is None  # the SDK's own choice
+    with pytest.raises(ConfigError, match="ratio from 0 to 1"):
+        _sampler({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                  "OTEL_TRACES_SAMPLER_ARG": "ten"})  # fmt: skip

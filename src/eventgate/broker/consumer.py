@@ -45,7 +45,7 @@ from nats.js.kv import KeyValue
 from eventgate.broker.connection import Broker
 from eventgate.broker.wire import decode
 from eventgate.functions.api import Function, FunctionEvent
-from eventgate.functions.attempts import Failure, backoff, hold, invoke, park, too_old
+from eventgate.functions.attempts import Failure, backoff, hold, invoke, park, surely, too_old
 from eventgate.functions.context import Context, Services
 from eventgate.functions.runner import every
 from eventgate.metrics.families import FUNCTION_RETRIES
@@ -381,16 +381,7 @@ class JetStreamRunner:
             await self._surely("term", held.msg.term)
 
     async def _surely(self, what: str, step: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """`step(*args)`, tried again every second (at most) until it succeeds."""
-        pause = 0.1
-        while True:
-            try:
-                return await step(*args)
-            except Exception as e:
-                log.warning("%s: %s failed (%r); again in %.1f s",
-                            self.function.name, what, e, pause)  # fmt: skip
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
+        return await surely(self.function.name, what, step, *args)
 
     async def _replay(self, partition: int, held: _Held) -> bool:
         """A dead letter an operator asked to run again: attempts in place, as without a

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -260,7 +261,8 @@ class PostgresEventStore:
         """Start another flusher while appends wait and fewer than _FLUSHERS run."""
         self._flushers = {task for task in self._flushers if not task.done()}
         if self._queue and len(self._flushers) < _FLUSHERS:
-            self._flushers.add(asyncio.create_task(self._flush()))
+            # its own context: not the request's that happened to start it (logs, traces)
+            self._flushers.add(asyncio.create_task(self._flush(), context=contextvars.Context()))
 
     async def _flush(self) -> None:
         while self._queue:

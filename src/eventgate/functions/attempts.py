@@ -7,8 +7,10 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from eventgate.functions.api import DeadLetter, Function, FunctionEvent, Retry
 from eventgate.functions.context import Context, Services
@@ -21,7 +23,9 @@ from eventgate.metrics.families import (
 )
 from eventgate.tracing import spans as tracing
 
-__all__ = ["Failure", "backoff", "hold", "invoke", "park", "too_old"]
+__all__ = ["Failure", "backoff", "hold", "invoke", "park", "surely", "too_old"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("eventgate.functions")
 
@@ -77,6 +81,20 @@ async def hold(function: Function, event: FunctionEvent, failure: Failure) -> No
     log.info("%s: event %s (stream %s) held until the function is stopped: %s",
              function.name, event.id, event.stream_id, failure.message)  # fmt: skip
     await asyncio.Future()
+
+
+async def surely(function: str, what: str, step: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`step(*args)`, tried again every second (at most) until it succeeds: a step an
+    event's outcome depends on (a dead letter, an ack) while the database or broker is
+    away. The lane waits with its events, so nothing of its stream overtakes them."""
+    pause = 0.1
+    while True:
+        try:
+            return await step(*args)
+        except Exception as e:
+            log.warning("%s: %s failed (%r); again in %.1f s", function, what, e, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def too_old(function: Function, event: FunctionEvent, replay: bool) -> Failure | None:

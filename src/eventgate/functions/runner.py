@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventgate.functions.api import Function, FunctionEvent
-from eventgate.functions.attempts import Failure, backoff, hold, invoke, park, too_old
+from eventgate.functions.attempts import Failure, backoff, hold, invoke, park, surely, too_old
 from eventgate.functions.context import Context, Services
 from eventgate.metrics.families import FUNCTION_RETRIES
 
@@ -215,7 +215,13 @@ class FunctionRunner:
     async def _drain(self, stream_id: str, lane: _Lane) -> None:
         try:
             while lane.queue:
-                await self._process(lane.queue[0])
+                try:
+                    await self._process(lane.queue[0])
+                except Exception as e:  # a bug of ours: the lane stays, its events held
+                    log.exception("%s: stream %s: %r; trying its event again in 1 s",
+                                  self.function.name, stream_id, e)  # fmt: skip
+                    await asyncio.sleep(1.0)
+                    continue
                 self._finish(lane.queue.popleft())
         finally:
             for item in lane.queue:  # only when cancelled: these go to the next owner
@@ -276,11 +282,13 @@ class FunctionRunner:
         self, item: _Item, failure: Failure, attempts: int, first: datetime | None
     ) -> None:
         event, function = item.event, self.function
-        await park(self._services, function, item.partition, event, failure, attempts, first)
+        await surely(function.name, "dead-letter", park, self._services, function,
+                     item.partition, event, failure, attempts, first)  # fmt: skip
 
     async def _succeeded(self, item: _Item, ctx: Context) -> None:
         if item.letter is not None:
-            await self._services.functions.replayed(item.letter)
+            await surely(self.function.name, "replayed", self._services.functions.replayed,
+                         item.letter)  # fmt: skip
             ctx.logger.info("dead letter %d replayed", item.letter)
         if ctx.effects_recorded and item.position is not None:
             self._effects.append((item.partition, item.position, item.event.id))
@@ -325,9 +333,9 @@ class FunctionRunner:
         try:
             await self.commit()
         except Exception as e:
-            log.warning("%s: checkpoints of partitions %s not saved (%s); their events from"
-                        " the last saved ones run again", self.function.name, sorted(partitions),
-                        e)  # fmt: skip
+            log.warning("%s: saving the progress of partitions %s failed (%s); their events"
+                        " after the last saved checkpoints may run again", self.function.name,
+                        sorted(partitions), e)  # fmt: skip
         for p in partitions:
             self._parts.pop(p, None)
         self._effects = [e for e in self._effects if e[0] not in partitions]

@@ -200,7 +200,9 @@ class RemoteUpstream:
             headers.add("x-forwarded-for", client[0])
         if self._token is not None:
             headers.add(INTERNAL_HEADER, self._token)
-        headers.update(tracing.carried())  # the gateway's span is the upstream's parent
+        for name in tracing.METADATA_KEYS:  # the gateway's span is the upstream's parent,
+            headers.popall(name, None)  # and a client's tracestate never rides on a new trace
+        headers.update(tracing.carried())
         return headers
 
 

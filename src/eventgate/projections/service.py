@@ -214,11 +214,11 @@ class UpsertService:
         ]
         if not deliveries:
             return
-        started = time.time_ns()
+        started, timer = time.time_ns(), time.perf_counter()
         applied = await self._read_store.apply_all(deliveries)
-        ended = time.time_ns()
+        ended, took = time.time_ns(), time.perf_counter() - timer
         for projection, delivery in deliveries:
-            PROJECTION_BATCH_SECONDS.labels(projection.name).observe((ended - started) / 1e9)
+            PROJECTION_BATCH_SECONDS.labels(projection.name).observe(took)
             if tracing.enabled():
                 traced = {"eventgate.projection": projection.name,
                           "eventgate.batch": len(delivery.events)}  # fmt: skip

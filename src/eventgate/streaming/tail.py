@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -138,7 +139,9 @@ class Tail:
             if self._task is None:
                 head = await self._store.head()
                 self._events, self._positions, self._covers_after = [], [], head
-                self._task = asyncio.create_task(self._run(head), name="event-stream-tail")
+                self._task = asyncio.create_task(  # for every client: no one request's context
+                    self._run(head), name="event-stream-tail", context=contextvars.Context()
+                )
                 self._task.add_done_callback(_ended)
 
     async def _run(self, after: int) -> None:

@@ -68,10 +68,17 @@ def tracer() -> Tracer | None:
 
 def propagated(carrier: Mapping[str, Any]) -> Context | None:
     """The trace context in `carrier` (event metadata or headers), None when it has none
-    or an invalid one."""
-    if "traceparent" not in carrier:
+    or an invalid one. Never raises: metadata may come from anywhere (another producer on
+    the broker, a copied store), and a runner must not stall on it."""
+    parent = carrier.get("traceparent")
+    if not isinstance(parent, str):
         return None
-    found = _PROPAGATOR.extract(carrier)
+    state = carrier.get("tracestate")
+    clean = {"traceparent": parent, **({"tracestate": state} if isinstance(state, str) else {})}
+    try:
+        found = _PROPAGATOR.extract(clean)
+    except Exception:  # the propagator's parsing is not ours to trust with a lane
+        return None
     if not trace.get_current_span(found).get_span_context().is_valid:
         return None
     return found
