@@ -24,6 +24,7 @@ from eventgate.commands.idempotency import (
 )
 from eventgate.commands.status import CommandStatuses, status_path_item
 from eventgate.config import Settings
+from eventgate.console import WithConsole
 from eventgate.errors import ConfigError
 from eventgate.eventstore.codec import EventCodec
 from eventgate.eventstore.postgres import PostgresEventStore
@@ -71,6 +72,7 @@ from eventgate.streaming.cloudevents import source_of
 from eventgate.streaming.sse import EventStream
 from eventgate.webhooks.catalog import WebhookCatalog
 from eventgate.webhooks.delivery import Sender, private_targets_allowed
+from eventgate.webhooks.purge import FunctionPurge
 from eventgate.webhooks.store import PostgresWebhookStore, SQLiteWebhookStore, WebhookStore
 
 __all__ = [
@@ -232,7 +234,8 @@ def function_worker(
             "runner": functools.partial(JetStreamRunner, broker=broker),
         }
     sender = Sender(private=private_targets_allowed(os.environ))
-    catalog = WebhookCatalog(system.webhooks, source_of(system.app.name), sender)
+    purge = FunctionPurge(system.functions, broker)
+    catalog = WebhookCatalog(system.webhooks, source_of(system.app.name), sender, purge)
     return FunctionWorker(functions, services, catalog=catalog, **options)
 
 
@@ -265,7 +268,8 @@ async def open_cipher(settings: Settings, config: GatewayConfig) -> ETagCipher:
 
 
 def command_service(system: System, cipher: ETagCipher, idempotency: IdempotencyStore) -> ASGIApp:
-    """The command API of `system`'s app, with the admin API under /admin."""
+    """The command API of `system`'s app, with the admin API under /admin and the console's
+    files at /console (for the gateway exports; eventgate's own gateway answers them itself)."""
     commands = command_app(
         system.app.resources, system.commands, cipher, idempotency, command_statuses(system)
     )
@@ -278,7 +282,7 @@ def command_service(system: System, cipher: ETagCipher, idempotency: Idempotency
         chosen = admin if scope.get("path", "").startswith("/admin/") else commands
         await chosen(scope, receive, send)
 
-    return serve
+    return WithConsole(serve)
 
 
 def query_service(system: System, cipher: ETagCipher, config: GatewayConfig) -> ASGIApp:

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import Deployment, EnvoyDeployment, Server, keyed_server
+from eventgate.console import CONTENT_SECURITY_POLICY
+from tests.e2e.server import Deployment, EnvoyDeployment, Server, keyed_config, keyed_server
 from tests.postgres import database_for
 
 WAIT_MS = 15_000
@@ -32,6 +33,12 @@ name = "reader"
 key_sha256 = "{reader}"
 scopes = ["read"]
 """
+CONSOLE_HEADERS = {  # what eventgate's gateway sends with the console's files (console/pages.py)
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-cache",
+}
 
 
 @pytest.fixture
@@ -187,27 +194,55 @@ def test_the_console_and_its_calls_need_an_admin_key_when_auth_is_on(
         server.stop()
 
 
-def test_serve_gateway_serves_the_console_and_envoy_routes_its_admin_calls(
+def test_serve_gateway_and_envoy_serve_the_console_and_route_its_admin_calls(
     tmp_path: Path, postgres_dsn: str, page: Any
 ) -> None:
     """The components as separate processes on PostgreSQL: `serve gateway` serves the page
-    and its calls reach the command service's admin API. Envoy (exported config) does not
-    serve the page (404) but routes the admin calls it makes."""
+    and its calls reach the command service's admin API. Envoy (exported config, with keys)
+    routes the page's files to the command services without a key, with the same headers,
+    and its calls with the key: a read key is refused, the admin key fills the panels."""
     with ThreadPoolExecutor(1) as thread:  # Playwright runs a loop in this one
         url = thread.submit(asyncio.run, database_for(postgres_dsn, str(tmp_path), "c")).result()
     deployment = Deployment(tmp_path / "data", "--database-url", url).start()
-    envoy = EnvoyDeployment(tmp_path / "envoy-data", "--database-url", url, instances=1)
+    config = keyed_config(tmp_path, CONFIG, KEYS)
+    envoy = EnvoyDeployment(tmp_path / "envoy-data", "--database-url", url, config=config,
+                            keys=KEYS, instances=1)  # fmt: skip
     try:
         page.goto(f"{deployment.url}/console")
         create_from_the_page(page, "separate widget")
         expect(page.locator("#list table")).to_contain_text("separate widget", timeout=WAIT_MS)
         expect(page.locator("#projection-list")).to_contain_text("inventory_item_list")
+        served = httpx.get(f"{deployment.url}/console", timeout=10)
+        assert {name: served.headers[name] for name in CONSOLE_HEADERS} == CONSOLE_HEADERS
 
         envoy.start()
         with httpx.Client(base_url=envoy.url, timeout=10) as client:
-            assert client.get("/console").status_code == 404
-            projections = client.get("/admin/projections").json()["projections"]
-        assert {p["name"] for p in projections} == {"inventory_item_list", "inventory_item_details"}
+            for path in ("/console", "/console/", "/console/main.js", "/console/console.css"):
+                served = client.get(path)  # no key: the files hold no data
+                assert served.status_code == 200, (path, served.text)
+                assert {name: served.headers[name] for name in CONSOLE_HEADERS} == CONSOLE_HEADERS
+            assert client.head("/console").status_code == 200
+            assert client.get("/console/nope.js").status_code == 404
+            assert client.post("/console").status_code == 401  # not a file: the key first
+            assert client.get("/admin/projections").status_code == 401
+            reader = client.get("/admin/projections", headers={"X-API-Key": KEYS["reader"]})
+            assert reader.status_code == 403
+        service = envoy.service_urls("commands")[0]  # the files are behind the token there
+        assert httpx.get(f"{service}/console", timeout=10).status_code == 401
+
+        page.goto(f"{envoy.url}/console")
+        status = page.locator("#key-status")
+        expect(status).to_have_text("enter an API key with the admin scope")
+        page.fill("#key", KEYS["reader"])
+        page.get_by_role("button", name="Use key").click()
+        expect(status).to_have_text("this key does not hold the admin scope", timeout=WAIT_MS)
+        expect(page.locator("#projection-list")).to_contain_text("403", timeout=WAIT_MS)
+        page.fill("#key", KEYS["admin"])
+        page.get_by_role("button", name="Use key").click()
+        expect(status).to_have_text("key accepted (admin)", timeout=WAIT_MS)
+        projections = page.locator("#projection-list")
+        expect(projections).to_contain_text("inventory_item_details", timeout=WAIT_MS)
+        expect(page.locator("#list table")).to_contain_text("separate widget", timeout=WAIT_MS)
     finally:
         envoy.stop()
         deployment.stop()

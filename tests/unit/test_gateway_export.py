@@ -7,6 +7,7 @@ config's hashes."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,19 @@ def embedded(app: App, config: GatewayConfig, method: str, path: str) -> tuple[o
 def envoy_routing(
     document: dict[str, Any], method: str, path: str, keyed: bool
 ) -> tuple[object, ...]:
+    """Where Envoy's first matching route leads: (cluster, allowed clients) or (status,)."""
+    route = envoy_route(document, method, path, keyed)
+    if "direct_response" in route:
+        status = route["direct_response"]["status"]
+        if status == 405:
+            return 405, route["response_headers_to_add"][0]["header"]["value"]
+        return (status,)
+    auth = route.get("typed_per_filter_config", {}).get("envoy.filters.http.api_key_auth")
+    holders = tuple(auth["allowed_clients"]) if auth else ()
+    return route["route"]["cluster"], holders
+
+
+def envoy_route(document: dict[str, Any], method: str, path: str, keyed: bool) -> dict[str, Any]:
     """Envoy's first matching route (path, safe_regex, prefix; :method and header matchers)."""
     listener = document["static_resources"]["listeners"][0]
     manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
@@ -104,27 +118,32 @@ def envoy_routing(
             continue
         if "safe_regex" in match and not re.fullmatch(match["safe_regex"]["regex"], path):
             continue
-        if not all(
+        if all(
             re.fullmatch(h["string_match"]["safe_regex"]["regex"], method)
             if h["name"] == ":method"
             else (h["name"] in headers) == h["present_match"]
             for h in match.get("headers", [])
         ):
-            continue
-        if "direct_response" in route:
-            status = route["direct_response"]["status"]
-            if status == 405:
-                return 405, route["response_headers_to_add"][0]["header"]["value"]
-            return (status,)
-        auth = route.get("typed_per_filter_config", {}).get("envoy.filters.http.api_key_auth")
-        holders = tuple(auth["allowed_clients"]) if auth else ()
-        return route["route"]["cluster"], holders
+            return dict(route)
     raise AssertionError(f"no Envoy route for {method} {path}")
 
 
 def apisix_routing(
     document: dict[str, Any], method: str, path: str, keyed: bool
 ) -> tuple[object, ...]:
+    """Where APISIX's route leads: (service, consumers allowed) or (status,)."""
+    route = apisix_route(document, method, path, keyed)
+    abort = route["plugins"].get("fault-injection", {}).get("abort")
+    if abort is not None:
+        status = abort["http_status"]
+        return (405, abort["headers"]["Allow"]) if status == 405 else (status,)
+    restriction = route["plugins"].get("consumer-restriction")
+    holders = tuple(restriction["whitelist"]) if restriction else ()
+    service = route["upstream_id"].removesuffix("-retried")
+    return service, tuple(h for h in holders if h != "-nobody-")
+
+
+def apisix_route(document: dict[str, Any], method: str, path: str, keyed: bool) -> dict[str, Any]:
     """APISIX's route: of those whose uri (radixtree: `:param` one segment, `/*` any), methods
     and vars match, the one of highest priority."""
     found = []
@@ -139,15 +158,7 @@ def apisix_routing(
         if route.get("vars") and not keyed:
             continue
         found.append(route)
-    route = max(found, key=lambda r: r["priority"])
-    abort = route["plugins"].get("fault-injection", {}).get("abort")
-    if abort is not None:
-        status = abort["http_status"]
-        return (405, abort["headers"]["Allow"]) if status == 405 else (status,)
-    restriction = route["plugins"].get("consumer-restriction")
-    holders = tuple(restriction["whitelist"]) if restriction else ()
-    service = route["upstream_id"].removesuffix("-retried")
-    return service, tuple(h for h in holders if h != "-nobody-")
+    return dict(max(found, key=lambda r: r["priority"]))
 
 
 @pytest.mark.parametrize("reference", APPS)
@@ -162,6 +173,46 @@ def test_envoy_and_apisix_route_every_request_as_the_embedded_gateway(
         expected = embedded(app, config, method, path)
         assert envoy_routing(envoy, method, path, keyed) == expected, (method, path)
         assert apisix_routing(apisix, method, path, keyed) == expected, (method, path)
+
+
+@pytest.mark.parametrize("keys", [True, False], ids=["auth", "no-auth"])
+def test_the_console_files_go_to_the_command_services_without_a_key(
+    keys: bool, config: GatewayConfig
+) -> None:
+    """As the embedded gateway serves them (gateway/app.py): GET or HEAD of /console and
+    /console/NAME need no key and count against no limit, and no consumer is named to the
+    service; any other method, or a path that only starts with /console, is a 404 behind
+    the key as before."""
+    export = export_of(load_app(APPS[0]), config if keys else GatewayConfig())
+    envoy, apisix = envoy_bootstrap(export), apisix_config(export)
+    off = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+           "disabled": True, "is_optional": True}  # fmt: skip
+    for method, path in itertools.product(
+        ("GET", "HEAD"), ("/console", "/console/", "/console/main.js")
+    ):
+        route = envoy_route(envoy, method, path, keyed=False)
+        assert route["route"]["cluster"] == "commands", (method, path)
+        assert "reset" in route["route"]["retry_policy"]["retry_on"]  # a read: any instance
+        skipped = route["typed_per_filter_config"]
+        assert skipped["envoy.filters.http.api_key_auth"] == off
+        assert skipped["envoy.filters.http.local_ratelimit"] == off
+        assert route.get("request_headers_to_remove", []) == (["x-eventgate-consumer"] * keys)
+        served = apisix_route(apisix, method, path, keyed=False)
+        assert served["upstream_id"] == "commands-retried", (method, path)
+        assert set(served["plugins"]) == {"proxy-rewrite"}  # no key-auth, no restriction
+        headers = served["plugins"]["proxy-rewrite"]["headers"]
+        assert headers == {"set": {"x-eventgate-internal": "t" * 20},
+                           "remove": ["x-eventgate-consumer"]}  # fmt: skip
+    for method, path in [
+        ("POST", "/console"),
+        ("DELETE", "/console/main.js"),
+        ("GET", "/consoles"),
+    ]:
+        assert envoy_routing(envoy, method, path, keyed=False) == (404,)
+        assert "envoy.filters.http.api_key_auth" not in envoy_route(
+            envoy, method, path, keyed=False)["typed_per_filter_config"]  # fmt: skip
+        refused = apisix_route(apisix, method, path, keyed=False)
+        assert refused["name"] == "404" and ("key-auth" in refused["plugins"]) == keys
 
 
 def test_only_reads_and_idempotency_keys_are_retried_after_sending(config: GatewayConfig) -> None:

@@ -1,4 +1,5 @@
-"""The console's files, read once from the package and served by the gateway itself.
+"""The console's files, read once from the package and served by the gateway itself, or
+by the command service behind an exported gateway (Envoy, APISIX).
 
 They hold no data and need no key (as /docs): every panel asks the API for what it shows,
 and each of those calls needs the `admin` scope. The Content-Security-Policy lets the page
@@ -12,8 +13,9 @@ from collections.abc import Mapping
 from importlib.resources import files
 
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "ConsolePages"]
+__all__ = ["CONTENT_SECURITY_POLICY", "ConsolePages", "WithConsole"]
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -30,6 +32,7 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",  # small files; a new version shows on the next load
 }
+_READS = ("GET", "HEAD")
 
 
 class ConsolePages:
@@ -56,3 +59,21 @@ class ConsolePages:
             return None
         body, media_type = self._files[name]
         return Response(body, headers=_HEADERS, media_type=media_type)
+
+
+class WithConsole:
+    """`app`, and the console's files for a GET or HEAD of /console and /console/NAME: the
+    command service serves them so that the gateway exports, which have no pages of their
+    own, route those paths to it (without a key, as the embedded gateway serves them)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._pages = ConsolePages()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _READS:
+            page = self._pages.answer(scope["path"])
+            if page is not None:
+                await page(scope, receive, send)
+                return
+        await self._app(scope, receive, send)

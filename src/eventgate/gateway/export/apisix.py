@@ -6,9 +6,10 @@
   Idempotency-Key (as gateway/upstream.py decides). Every node of each, health-checked on
   the services' HEALTH_PATH with the internal token, actively and passively.
 - routes: /openapi.json and /asyncapi.json (the mocking plugin answers the documents, no
-  key needed, as the embedded gateway); one per Route (method + path, `:param` for
-  `{param}`), with key-auth (X-API-Key) and consumer-restriction (the consumers holding
-  the route's scope: 403 for the others); then per path a 405 with Allow
+  key needed, as the embedded gateway); /console and /console/* (GET, HEAD) to the command
+  services, which serve the console's files, no key needed either; one per Route (method +
+  path, `:param` for `{param}`), with key-auth (X-API-Key) and consumer-restriction (the
+  consumers holding the route's scope: 403 for the others); then per path a 405 with Allow
   (fault-injection's abort), then a 404, both problem+json.
 - consumers: each with its key (key-auth) and its rate limit (limit-count, keyed by consumer,
   429 past it, RateLimit-* headers named in plugin_metadata).
@@ -68,6 +69,16 @@ def apisix_config(export: Export) -> dict[str, Any]:
         "plugins": {"mocking": {"response_example": document.decode(),
                                 "content_type": "application/json", "with_mock_header": False}},
     } for name, document in documents.items() if document]  # fmt: skip
+    # the console's files, from the command services: no key, as the embedded gateway
+    # serves them (they hold no data; each call the page makes needs admin)
+    routes += [{
+        "name": name,
+        "uri": uri,
+        "methods": ["GET", "HEAD"],
+        "priority": 4,
+        "plugins": {"proxy-rewrite": _forwarded(export, keyed=False)},
+        "upstream_id": _RETRIED,
+    } for name, uri in (("console", "/console"), ("console files", "/console/*"))]  # fmt: skip
     for route in export.routes:
         routes += _routes(export, route)
     for path in export.paths:
@@ -158,12 +169,13 @@ def _auth(export: Export) -> dict[str, Any]:
     return {"key-auth": {"header": header, "hide_credentials": True}}
 
 
-def _forwarded(export: Export) -> dict[str, Any]:
-    """Headers toward the services: the consumer key-auth found and the internal token, over
-    whatever the client sent under those names (removed when there is nothing to set)."""
+def _forwarded(export: Export, *, keyed: bool = True) -> dict[str, Any]:
+    """Headers toward the services: the consumer key-auth found (on a `keyed` route) and the
+    internal token, over whatever the client sent under those names (removed when there is
+    nothing to set)."""
     setting: dict[str, str] = {}
     removed: list[str] = []
-    if export.auth_enabled:
+    if export.auth_enabled and keyed:
         setting[CONSUMER_HEADER] = "$consumer_name"
     else:
         removed.append(CONSUMER_HEADER)

@@ -13,7 +13,8 @@ One listener, one HTTP connection manager, filters in the embedded gateway's ord
   Envoy's X-RateLimit-*.
 - buffer: bodies over max_body_bytes -> 413, chunked ones included.
 - router: each route to the `commands` or `queries` cluster; then one route per path that
-  answers 405 with Allow; then 404.
+  answers 405 with Allow; then 404. `/openapi.json` and `/asyncapi.json` are answered by Envoy
+  and the console's files (`/console`) by the command services, without a key.
 
 Every answer Envoy makes itself is an RFC 9457 problem with the embedded gateway's details
 (local_reply_config). Request ids: a client's X-Request-ID is kept when the embedded gateway
@@ -289,6 +290,7 @@ def _route_config(export: Export) -> dict[str, Any]:
     routes = [_long_url_route(), _document_route("openapi", export.openapi)]
     if export.asyncapi:
         routes.append(_document_route("asyncapi", export.asyncapi))
+    routes.append(_console_route(export))
     for route in export.routes:
         routes += _routes(export, route)
     for path in export.paths:
@@ -332,6 +334,24 @@ def _document_route(name: str, document: bytes) -> dict[str, Any]:
         "response_headers_to_add": [_header("content-type", "application/json")],
         "typed_per_filter_config": _answered_here(auth=False),
     }  # fmt: skip
+
+
+def _console_route(export: Export) -> dict[str, Any]:
+    """GET or HEAD of /console and /console/NAME to the command services, which serve the
+    console's files (bootstrap.command_service), no key needed and nothing counted against a
+    rate limit, as the embedded gateway serves them: they hold no data, and every call the
+    page makes needs the admin scope. No consumer is named upstream."""
+    route: dict[str, Any] = {
+        "name": "console",
+        "match": {"safe_regex": {"regex": "/console(/.*)?"},
+                  "headers": [_methods(("GET", "HEAD"))]},
+        "route": {"cluster": "commands", "timeout": _seconds(export.timeout),
+                  "retry_policy": _retries(_ANY_TRANSPORT)},
+        "typed_per_filter_config": _answered_here(auth=False),  # no body, key or count
+    }  # fmt: skip
+    if export.auth_enabled:  # else the virtual host drops it
+        route["request_headers_to_remove"] = [CONSUMER_HEADER]
+    return route
 
 
 def _routes(export: Export, route: Route) -> list[dict[str, Any]]:
