@@ -72,6 +72,7 @@ from eventgate.streaming.cloudevents import source_of
 from eventgate.streaming.sse import EventStream
 from eventgate.webhooks.catalog import WebhookCatalog
 from eventgate.webhooks.delivery import Sender, private_targets_allowed
+from eventgate.webhooks.purge import FunctionPurge
 from eventgate.webhooks.store import PostgresWebhookStore, SQLiteWebhookStore, WebhookStore
 
 __all__ = [
@@ -233,7 +234,8 @@ def function_worker(
             "runner": functools.partial(JetStreamRunner, broker=broker),
         }
     sender = Sender(private=private_targets_allowed(os.environ))
-    catalog = WebhookCatalog(system.webhooks, source_of(system.app.name), sender)
+    purge = FunctionPurge(system.functions, broker)
+    catalog = WebhookCatalog(system.webhooks, source_of(system.app.name), sender, purge)
     return FunctionWorker(functions, services, catalog=catalog, **options)
 
 

@@ -1,5 +1,6 @@
 """The webhook sender against real HTTP servers on loopback: what counts as a failed attempt,
-the bounds on time and on the answer read, and the refusal of private targets."""
+the bounds on time and on the answer read, and the refusal of private targets; deleting a
+subscription leaves nothing of its function behind."""
 
 from __future__ import annotations
 
@@ -16,17 +17,22 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from eventgate.bootstrap import System
+from eventgate.bootstrap import System, open_system
+from eventgate.config import Settings
 from eventgate.eventstore.model import NewEvent
+from eventgate.examples.inventory import inventory_app
 from eventgate.functions.admin import admin_app
 from eventgate.functions.context import Services
+from eventgate.functions.model import FunctionEvent
 from eventgate.functions.runner import partition_of
 from eventgate.functions.worker import FunctionWorker
 from eventgate.webhooks.catalog import WebhookCatalog
 from eventgate.webhooks.delivery import DeliveryFailed, Sender
 from eventgate.webhooks.model import new_secret, parse_new, parse_update
+from eventgate.webhooks.purge import FunctionPurge
 from eventgate.webhooks.store import _TABLE, SQLiteWebhookStore
-from tests.postgres import free_port
+from tests.postgres import database_for, free_port
+from tests.webhook_receiver import Receiver
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -281,3 +287,124 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> N
             if await check():
                 return
             await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def either(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[System]:
+    """A system on SQLite files, or on a PostgreSQL database of its own."""
+    url = None
+    if request.param == "postgres":
+        url = await database_for(request.getfixturevalue("postgres_dsn"), str(tmp_path))
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, poll_interval=0.05)
+    system = await open_system(settings, inventory_app())
+    yield system
+    await system.close()
+
+
+async def test_deleting_a_subscription_purges_its_function_even_after_a_late_runner(
+    either: System,
+) -> None:
+    """Two subscriptions deliver and one dead-letters an event; DELETE purges that one's
+    function at once (registry, checkpoints, dead letters), leaving the other's. A worker
+    that has not seen the DELETE yet (its heartbeat is 30 s) runs it on: a late event is
+    dead-lettered and its checkpoint saved after the purge. Its next refresh stops that
+    runner and purges again: nothing is left, in the store or in /admin/functions."""
+    system, receiver = either, await Receiver().start()
+    app = admin_app(system.functions, system.store, system.webhooks, private_targets=True)
+    services = Services(system.store, system.commands, system.functions, system.settings.data_dir)
+    purge = FunctionPurge(system.functions)
+    catalog = WebhookCatalog(system.webhooks, "urn:test", Sender(private=True), purge)
+    worker = FunctionWorker([], services, heartbeat=30.0, ttl=60.0, catalog=catalog)
+    transport = httpx.ASGITransport(app=app)
+    running: asyncio.Task[None] | None = None
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            made = {}
+            for name in ("kept", "gone"):
+                body = {"url": receiver.url(name), "retries": 0, "backoff": 0.05}
+                made[name] = (await client.post("/admin/webhooks", json=body)).json()
+                receiver.secrets[name] = made[name]["secret"]
+            gone, kept = made["gone"]["function"], made["kept"]["function"]
+            running = asyncio.create_task(worker.run())
+            receiver.fail["gone"] = 1
+            await append(system, "InventoryItem-1")  # gone: dead-lettered
+            await append(system, "InventoryItem-2")  # gone: delivered
+            await until(lambda: ready(len(receiver.unique("gone")) == 1))
+            await until(lambda: stored(system, gone, letters=1, checkpointed=True))
+            assert await names(client) == {gone, kept}
+
+            deleted = await client.delete(f"/admin/webhooks/{made['gone']['id']}")
+            assert deleted.status_code == 204
+            assert gone not in await system.functions.names()
+            assert await names(client) == {kept}
+
+            receiver.fail["gone"] = 1  # the late runner dead-letters an event after the purge
+            await append(system, "InventoryItem-3")
+            await until(lambda: stored(system, gone, letters=1, checkpointed=True))
+
+            await worker.refresh()  # it sees the subscription gone: stopped, then purged
+            assert gone not in await system.functions.names()
+            assert await system.functions.dead_letters(gone) == []
+            assert await names(client) == {kept}
+            assert kept in await system.functions.names()
+    finally:
+        if running is not None:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        await receiver.stop()
+
+
+async def test_a_worker_sweeps_what_a_deleted_subscription_left_and_nothing_live(
+    either: System,
+) -> None:
+    """A purge that never happened (the database away during the DELETE, a worker killed):
+    a starting worker finds the state of a `webhook.` function with no subscription and
+    purges it, and keeps a live subscription's and an app function's."""
+    made = parse_new({"url": "https://example.com/hook"}, 0)
+    await either.webhooks.create(made)
+    stray, at = "webhook.0190aaaa-0000-7000-8000-000000000000", datetime.now(UTC)
+    for function in (stray, made.function, "app.fn"):
+        await either.functions.dead_letter(function, 0, letter_event(), ("E", "x"), 1, at)
+    await either.functions.record_effect(stray, "e-1", "sent", None)
+    services = Services(either.store, either.commands, either.functions, either.settings.data_dir)
+    purge = FunctionPurge(either.functions)
+    catalog = WebhookCatalog(either.webhooks, "urn:test", Sender(private=True), purge)
+    worker = FunctionWorker([], services, heartbeat=30.0, ttl=60.0, catalog=catalog)
+    running = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: names_are(either, {made.function, "app.fn"}))
+        assert [letter.function for letter in await either.functions.dead_letters()] == [
+            made.function,
+            "app.fn",
+        ]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def append(system: System, stream: str) -> None:
+    await system.store.append(stream, [NewEvent("InventoryItemCreated", {"name": stream})])
+
+
+async def stored(system: System, function: str, *, letters: int, checkpointed: bool) -> bool:
+    """`function` has `letters` dead letters and (if `checkpointed`) a checkpoint above 0."""
+    found = await system.functions.dead_letters(function)
+    checkpoints = await system.functions.load_checkpoints(function)
+    return len(found) == letters and (max(checkpoints.values()) > 0) == checkpointed
+
+
+async def names(client: httpx.AsyncClient) -> set[str]:
+    listed = (await client.get("/admin/functions")).json()["functions"]
+    return {f["name"] for f in listed}
+
+
+async def names_are(system: System, expected: set[str]) -> bool:
+    return await system.functions.names() == expected
+
+
+def letter_event() -> FunctionEvent:
+    return FunctionEvent(
+        id="e-1", stream_id="InventoryItem-1", stream_version=1, position=1,
+        type="InventoryItemCreated", schema_version=1, time=datetime.now(UTC), data={},
+        metadata={},
+    )  # fmt: skip

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyDeletedError, KeyNotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from eventgate.broker.connection import Broker
@@ -50,11 +51,18 @@ from eventgate.functions.context import Context, Services
 from eventgate.functions.runner import every
 from eventgate.metrics.families import FUNCTION_RETRIES
 
-__all__ = ["JetStreamRunner", "consumer_lag", "consumer_name"]
+__all__ = [
+    "JetStreamRunner",
+    "consumer_functions",
+    "consumer_lag",
+    "consumer_name",
+    "delete_consumers",
+]
 
 log = logging.getLogger("eventgate.functions")
 T = TypeVar("T")
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
+_DESCRIBED = re.compile(r"^eventgate function (\S+), partition \d+$")  # see _subscribe
 ACK_WAIT = 30.0
 """Seconds an unacked message waits before redelivery (at least; see `_ack_wait`)."""
 ATTEMPTS_TTL = 7 * 24 * 3600.0
@@ -84,6 +92,30 @@ async def consumer_lag(broker: Broker, function: str, partitions: int) -> int | 
     return total if found else None
 
 
+async def delete_consumers(broker: Broker, function: str) -> int:
+    """Delete `function`'s consumers and its counts of failed attempts from the broker (a
+    function removed for good); how many consumers there were. A runner of it still
+    fetching makes its partition's consumer again: purge once more after it stopped."""
+    stream, deleted = broker.layout.stream, 0
+    for p in range(broker.layout.partitions):
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            deleted += await broker.js.delete_consumer(stream, consumer_name(function, p))
+    await _Attempts(broker, function).forget_all()
+    return deleted
+
+
+async def consumer_functions(broker: Broker) -> set[str]:
+    """The functions that have consumers on the app's stream (from their descriptions)."""
+    found: set[str] = set()
+    listed = 0
+    while True:  # a page holds at most 256
+        page = await broker.js.consumers_info(broker.layout.stream, offset=listed)
+        if not page:
+            return found
+        listed += len(page)
+        found |= {m[1] for info in page if (m := _DESCRIBED.match(info.config.description or ""))}
+
+
 class _Attempts:
     """Failed attempts of the events of one function that are being retried, on the broker
     (a bucket key per event, gone once it succeeds or is dead-lettered)."""
@@ -105,6 +137,17 @@ class _Attempts:
 
     async def forget(self, event_id: str) -> None:
         await (await self._open()).purge(self._prefix + _key(event_id))
+
+    async def forget_all(self) -> None:
+        """Every count of the function (it is removed for good)."""
+        bucket = await self._open()
+        try:
+            keys = await bucket.keys(filters=[self._prefix])
+        except NoKeysError:
+            return
+        for key in keys:
+            if key.startswith(self._prefix):
+                await bucket.purge(key)
 
     async def _open(self) -> KeyValue:
         if self._bucket is None:

@@ -50,6 +50,8 @@ from eventgate.functions.config import load_functions_config
 from eventgate.functions.loader import load_functions
 from eventgate.functions.state import DeadLetterRecord
 from eventgate.processes.membership import Membership
+from eventgate.webhooks.model import PREFIX
+from eventgate.webhooks.purge import FunctionPurge, Purged
 
 __all__ = ["ChosenFunctions", "FunctionModules", "chosen_functions"]
 
@@ -144,6 +146,52 @@ def functions_list(
 
 def _shown(lag: int | None) -> str:
     return "-" if lag is None else str(lag)
+
+
+# -- functions purge --------------------------------------------------------------------
+
+
+@functions_app.command("purge")
+def functions_purge(
+    name: Annotated[str, typer.Argument(help="The function, as `functions list` names it.")],
+    data: DataDir = DEFAULT_DATA_DIR,
+    functions: FunctionModules = None,
+    config: ConfigFile = None,
+    app_option: AppOption = None,
+    url: DatabaseUrl = None,
+    broker: BrokerUrl = None,
+) -> None:
+    """Delete all that is kept of a function removed from the code (renamed or deleted):
+    checkpoints, counts, effect records and dead letters; with --broker, its JetStream
+    consumers too. A function still declared (the app, --config, --functions, as `serve
+    functions` is given them) or a webhook whose subscription exists is refused."""
+    served = chosen_app(app_option, config, data)
+    if name in {f.name for f in chosen_functions(served, config, functions).functions}:
+        fail(CliError(f"function {name!r} is still declared; remove it from the code first"))
+    settings = settings_for(data, url, config, broker)
+    purged = run(lambda: _purge(settings, served, name))
+    out.print(f"function {name} purged: {purged.rows} stored row(s),"
+              f" {purged.consumers} JetStream consumer(s)")  # fmt: skip
+
+
+async def _purge(settings: Settings, served: App, name: str) -> Purged:
+    system = await open_existing(settings, served)
+    broker = None
+    try:
+        subscription = name.removeprefix(PREFIX)
+        if name.startswith(PREFIX) and await system.webhooks.get(subscription) is not None:
+            raise CliError(f"webhook {subscription} still exists; DELETE /admin/webhooks/"
+                           f"{subscription} deletes it and purges its function")  # fmt: skip
+        if settings.broker_url is not None:
+            broker = await open_broker_of(system, "eventgate functions purge")
+        purged = await FunctionPurge(system.functions, broker)(name)
+    finally:
+        if broker is not None:
+            await broker.close()
+        await system.close()
+    if not purged:
+        raise CliError(f"nothing is kept of a function {name!r} here")
+    return purged
 
 
 # -- dlq --------------------------------------------------------------------------------

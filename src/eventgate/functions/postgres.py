@@ -77,6 +77,10 @@ CREATE TABLE IF NOT EXISTS eventgate_fn_effects (
 _LETTER_COLUMNS = (
     "id, function, event, error_type, error_message, attempts, first_failure, last_failure, status"
 )
+_OWN_ROWS = (  # (table, column naming the function): what a purge deletes
+    ("eventgate_fn_functions", "name"), ("eventgate_fn_checkpoints", "function"),
+    ("eventgate_fn_dead_letters", "function"), ("eventgate_fn_effects", "function"),
+)  # fmt: skip
 
 
 class PostgresFunctionStore:
@@ -357,6 +361,23 @@ class PostgresFunctionStore:
             " (SELECT event_id FROM eventgate_fn_dead_letters WHERE function = $1)",
             function, list(event_ids),
         )  # fmt: skip
+
+    # -- purging what a function removed for good left behind ---------------------------
+
+    async def purge(self, function: str) -> int:
+        """Delete all that is kept of `function`; how many rows that was."""
+        deleted = 0
+        async with self._pool.acquire() as connection, connection.transaction():
+            for table, column in _OWN_ROWS:
+                status = await connection.execute(
+                    f"DELETE FROM {table} WHERE {column} = $1", function
+                )
+                deleted += int(status.rsplit(" ", 1)[-1])
+        return deleted
+
+    async def names(self) -> set[str]:
+        sql = " UNION ".join(f"SELECT {column} FROM {table}" for table, column in _OWN_ROWS)
+        return {row[0] for row in await self._fetch(sql)}
 
     # -- plumbing -----------------------------------------------------------------------
 

@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS effects (
 _LETTER_COLUMNS = (
     "id, function, event, error_type, error_message, attempts, first_failure, last_failure, status"
 )
+_OWN_ROWS = (  # (table, column naming the function): what a purge deletes
+    ("functions", "name"), ("checkpoints", "function"), ("dead_letters", "function"),
+    ("effects", "function"),
+)  # fmt: skip
 
 
 class SQLiteFunctionStore:
@@ -378,6 +382,24 @@ class SQLiteFunctionStore:
                 " AND event_id NOT IN (SELECT event_id FROM dead_letters WHERE function = ?)",
                 (function, *chunk, function),
             )
+
+    # -- purging what a function removed for good left behind ---------------------------
+
+    async def purge(self, function: str) -> int:
+        """Delete all that is kept of `function`; how many rows that was."""
+        return await self._file.on_writer(self._purge, function)
+
+    def _purge(self, function: str) -> int:
+        connection = self._file.connection()
+        with write_transaction(connection):
+            return sum(
+                connection.execute(f"DELETE FROM {table} WHERE {column} = ?", (function,)).rowcount
+                for table, column in _OWN_ROWS
+            )
+
+    async def names(self) -> set[str]:
+        sql = " UNION ".join(f"SELECT {column} FROM {table}" for table, column in _OWN_ROWS)
+        return {name for (name,) in await self._file.on_reader(self._select, sql, ())}
 
     # -- plumbing -----------------------------------------------------------------------
 

@@ -51,6 +51,11 @@ class Catalog(Protocol):
     same Function object means unchanged; a new one under a known name replaces it."""
 
     async def functions(self) -> Sequence[Function]: ...
+    async def retire(self) -> None:
+        """Clear what the functions it dropped for good left behind; called after every
+        refresh, once the runners of the dropped ones have stopped here."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -148,6 +153,8 @@ class FunctionWorker:
             self.runners.append(made)
             made.start()
             await made.assign(self.owned)
+        async with asyncio.timeout(self._ttl / 2):
+            await self._catalog.retire()
 
     async def _give_up_all(self) -> None:
         """Stop every partition: unrenewed for most of the TTL, they may be another's now."""

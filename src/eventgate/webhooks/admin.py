@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -12,10 +13,12 @@ from eventgate.eventstore.protocol import EventStore
 from eventgate.functions.state import FunctionStore
 from eventgate.http.problems import HTTPProblem
 from eventgate.webhooks.delivery import checked_target
-from eventgate.webhooks.model import Invalid, Subscription, parse_new, parse_update
+from eventgate.webhooks.model import PREFIX, Invalid, Subscription, parse_new, parse_update
 from eventgate.webhooks.store import WebhookStore
 
 __all__ = ["WebhookAdmin"]
+
+log = logging.getLogger("eventgate.functions")
 
 MAX_BODY = 64 * 1024
 
@@ -77,8 +80,16 @@ class WebhookAdmin:
         return _json(changed.to_json(secret=changed.secret != current.secret))
 
     async def delete_webhook(self, request: Request) -> Response:
-        if not await self._webhooks.delete(_id(request)):
-            raise HTTPProblem(404, f"no webhook {_id(request)}")
+        """Delete the subscription and purge its function: checkpoints, counts, effect
+        records and dead letters (the workers purge its broker consumers, and again once
+        their runners of it stopped: webhooks/catalog.py)."""
+        subscription_id = _id(request)
+        if not await self._webhooks.delete(subscription_id):
+            raise HTTPProblem(404, f"no webhook {subscription_id}")
+        try:
+            await self._functions.purge(PREFIX + subscription_id)
+        except Exception as e:  # deleted all the same: the workers' sweep purges it later
+            log.warning("webhook %s deleted; purging its function failed (%r)", subscription_id, e)
         return Response(status_code=204)
 
     async def _found(self, request: Request) -> Subscription:
