@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+import nats
 from tests.conftest import installed
 from tests.e2e.server import (
     ROOT,
@@ -361,6 +362,57 @@ async def test_a_rotated_secret_lets_the_receiver_switch_without_losing_a_delive
     assert await eventually(lambda: len(receiver.unique("rotating")) == 2)
     names = [d["event"]["data"]["name"] for d in receiver.unique("rotating")]
     assert names == ["still-old", "now-new"]
+
+
+async def test_deleting_a_subscription_leaves_nothing_of_it_behind(
+    up: Served, receiver: Receiver
+) -> None:
+    """A subscription delivers one event and dead-letters another, then is deleted: its
+    function is gone from /admin/functions, `functions list` and the dead letters, and on
+    NATS its JetStream consumers are deleted by the workers; it stays so while events go on
+    (no runner still stopping makes any of it again)."""
+    made = await subscribe(up, receiver, "deleted", types=["InventoryItemCreated"], **FAST)
+    function = made["function"]
+    receiver.fail["deleted"] = 3  # the first attempt and both retries: a dead letter
+    await write(up, "lost")
+    await eventually_async(lambda: run_cli(up, "dlq", "list", "--json", "--function", function))
+    await write(up, "delivered")
+    assert await eventually(lambda: receiver.unique("deleted"))
+    broker = up.env.get("EVENTGATE_BROKER_URL")
+    if broker:
+        assert await eventually_async(lambda: consumers_of(broker, function))
+    async with admin(up) as client:
+        assert (await client.delete(f"/admin/webhooks/{made['id']}")).status_code == 204
+        assert (await client.get(f"/admin/webhooks/{made['id']}")).status_code == 404
+
+        async def left() -> list[str]:
+            listed = (await client.get("/admin/functions")).json()["functions"]
+            kept = [f["name"] for f in listed if f["name"] == function]
+            kept += [str(f) for f in await run_cli(up, "dlq", "list", "--json", "--function",
+                                                   function)]  # fmt: skip
+            return kept + (await consumers_of(broker, function) if broker else [])
+
+        assert await eventually_async(lambda: _empty(left))
+        await write(up, "after")  # a runner that had not stopped yet would take it
+        await asyncio.sleep(2.0)  # two heartbeats: every worker has stopped its runner
+        assert await left() == []
+    [listed] = await run_cli(up, "functions", "list", "--json")
+    assert function not in {f["name"] for f in listed["functions"]}
+
+
+async def consumers_of(url: str, function: str) -> list[str]:
+    """The JetStream consumers of `function` on any stream of the NATS server at `url`."""
+    client = await nats.connect(url)
+    try:
+        manager = client.jsm()
+        return [
+            consumer.name
+            for stream in await manager.streams_info()
+            for consumer in await manager.consumers_info(stream.config.name)
+            if (consumer.config.description or "").startswith(f"eventgate function {function},")
+        ]
+    finally:
+        await client.close()
 
 
 def message_id(made: dict[str, Any], event: dict[str, Any]) -> str:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -408,3 +411,42 @@ def letter_event() -> FunctionEvent:
         type="InventoryItemCreated", schema_version=1, time=datetime.now(UTC), data={},
         metadata={},
     )  # fmt: skip
+
+
+async def test_functions_purge_refuses_live_functions_and_purges_a_removed_one(
+    either: System,
+) -> None:
+    """`eventgate functions purge`: an app function still declared and a webhook whose
+    subscription exists are refused in one line, exit 1; a function removed from the code
+    is purged (and only it); purging it again finds nothing, exit 1."""
+    made = parse_new({"url": "https://example.com/hook"}, 0)
+    await either.webhooks.create(made)
+    at = datetime.now(UTC)
+    for name in ("removed.fn", "low_stock_alert", made.function):
+        await either.functions.dead_letter(name, 0, letter_event(), ("E", "x"), 1, at)
+    await either.functions.record_effect("removed.fn", "e-1", "sent", None)
+    data, url = either.settings.data_dir, either.settings.database_url
+
+    for live, said in [("low_stock_alert", "still declared"), (made.function, "still exists")]:
+        refused = await eventgate_cli("functions", "purge", live, data=data, url=url)
+        assert refused.returncode == 1, refused.stderr
+        assert said in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    purged = await eventgate_cli("functions", "purge", "removed.fn", data=data, url=url)
+    assert purged.returncode == 0, purged.stderr
+    assert "function removed.fn purged: 2 stored row(s)" in purged.stdout
+    assert await either.functions.names() == {"low_stock_alert", made.function}
+    again = await eventgate_cli("functions", "purge", "removed.fn", data=data, url=url)
+    assert again.returncode == 1 and "nothing is kept" in again.stderr
+
+
+async def eventgate_cli(
+    *args: str, data: Path, url: str | None
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "eventgate.cli", *args, "--data", str(data)]
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("EVENTGATE_DATABASE_URL", None)
+    if url is not None:
+        env["EVENTGATE_DATABASE_URL"] = url
+    return await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60, env=env
+    )
