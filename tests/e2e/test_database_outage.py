@@ -78,6 +78,26 @@ def write_then_read(commands: str, queries: str, name: str) -> httpx.Response:
                      headers={**HEADERS, "Consistency-Token": token})  # fmt: skip
 
 
+def assert_away(commands: str, queries: str) -> None:
+    """During the outage: alive, not ready, and 503 for what needs the database."""
+    assert_unavailable(answered("GET", f"{queries}/api/inventory-items"))
+    assert_unavailable(answered("POST", f"{commands}/api/inventory-items", json={"name": "x"}))
+    for url in {commands, queries}:
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def assert_back(commands: str, queries: str) -> None:
+    """After the outage: ready, serving, and following read-model changes again (a change
+    made now reaches the query side's waiting read)."""
+    eventually(lambda: httpx.get(f"{queries}/readyz", timeout=10).status_code == 200)
+    eventually(lambda: write_then_read(commands, queries, "after").status_code == 200)
+    shown = write_then_read(commands, queries, "followed")
+    assert shown.status_code == 200, shown.text
+    assert shown.headers["Consistency-Status"] == "current"
+    assert shown.json()["name"] == "followed"
+
+
 def test_separate_processes_serve_again_after_their_database_restarts(
     tmp_path: Path, own_postgres: PostgresServer
 ) -> None:
@@ -94,20 +114,9 @@ def test_separate_processes_serve_again_after_their_database_restarts(
         time.sleep(OUTAGE)
         for kind, component in deployment.components.items():
             assert component.process is not None and component.process.poll() is None, kind
-        assert_unavailable(answered("GET", f"{queries}/api/inventory-items"))
-        assert_unavailable(answered("POST", f"{commands}/api/inventory-items", json={"name": "x"}))
-        for url in (commands, queries):
-            assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
-            assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
-
+        assert_away(commands, queries)
         own_postgres.resume()
-        eventually(lambda: httpx.get(f"{queries}/readyz", timeout=10).status_code == 200)
-        eventually(lambda: write_then_read(commands, queries, "after").status_code == 200)
-        # a change made now reaches the query service's waiting read: it follows again
-        shown = write_then_read(commands, queries, "followed")
-        assert shown.status_code == 200, shown.text
-        assert shown.headers["Consistency-Status"] == "current"
-        assert shown.json()["name"] == "followed"
+        assert_back(commands, queries)
     finally:
         stopped = deployment.stop_all()
     for kind, (code, stdout, stderr) in stopped.items():
@@ -152,16 +161,9 @@ def test_up_serves_again_after_its_database_restarts(
             own_postgres.halt()
             time.sleep(OUTAGE)
             assert process.poll() is None
-            assert_unavailable(answered("GET", f"{url}/api/inventory-items"))
-            assert_unavailable(answered("POST", f"{url}/api/inventory-items", json={"name": "x"}))
-            assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
-
+            assert_away(url, url)
             own_postgres.resume()
-            eventually(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 200)
-            eventually(lambda: write_then_read(url, url, "after").status_code == 200)
-            shown = write_then_read(url, url, "followed")
-            assert shown.status_code == 200, shown.text
-            assert shown.headers["Consistency-Status"] == "current"
+            assert_back(url, url)
         finally:
             process.send_signal(signal.SIGTERM)
             stdout, _ = process.communicate(timeout=30)
