@@ -12,15 +12,19 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from aiohttp import web
+from nats.js.api import ConsumerConfig
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from eventgate.bootstrap import System, open_system
+from eventgate.bootstrap import System, open_broker_of, open_system
+from eventgate.broker.connection import Broker
+from eventgate.broker.consumer import _Attempts, consumer_functions, consumer_name
 from eventgate.config import Settings
 from eventgate.eventstore.model import NewEvent
 from eventgate.examples.inventory import inventory_app
@@ -34,6 +38,7 @@ from eventgate.webhooks.delivery import DeliveryFailed, Sender
 from eventgate.webhooks.model import new_secret, parse_new, parse_update
 from eventgate.webhooks.purge import FunctionPurge
 from eventgate.webhooks.store import _TABLE, SQLiteWebhookStore
+from tests.nats import NatsServer
 from tests.postgres import database_for, free_port
 from tests.webhook_receiver import Receiver
 
@@ -450,3 +455,57 @@ async def eventgate_cli(
     return await asyncio.to_thread(
         subprocess.run, command, capture_output=True, text=True, timeout=60, env=env
     )
+
+
+async def test_on_a_broker_a_sweep_and_functions_purge_delete_consumers(
+    system: System, nats_server: NatsServer
+) -> None:
+    """JetStream consumers and attempt counts of a deleted subscription's function are
+    deleted by a starting worker's sweep; a live subscription's and an app function's stay;
+    `functions purge --broker` deletes the removed app function's."""
+    settings = replace(system.settings, broker_url=nats_server.url)
+    broker = await open_broker_of(replace(system, settings=settings), "test")
+    try:
+        live = parse_new({"url": "https://example.com/hook"}, 0)
+        await system.webhooks.create(live)
+        deleted = "webhook.0190aaaa-0000-7000-8000-000000000000"
+        for function, partitions in ((deleted, 2), (live.function, 1), ("removed.fn", 1)):
+            for p in range(partitions):
+                await add_consumer(broker, function, p)
+        await _Attempts(broker, deleted).count("e-1", 2)
+        await _Attempts(broker, live.function).count("e-1", 1)
+        services = Services(system.store, system.commands, system.functions, settings.data_dir)
+        purge = FunctionPurge(system.functions, broker)
+        catalog = WebhookCatalog(system.webhooks, "urn:test", Sender(private=True), purge)
+        worker = FunctionWorker([], services, heartbeat=30.0, ttl=60.0, catalog=catalog)
+        running = asyncio.create_task(worker.run())
+        try:
+            await until(lambda: functions_are(broker, {live.function, "removed.fn"}))
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert await _Attempts(broker, deleted).failed("e-1") == 0
+        assert await _Attempts(broker, live.function).failed("e-1") == 1
+        purged = await eventgate_cli("functions", "purge", "removed.fn", "--broker",
+                                     nats_server.url, data=settings.data_dir, url=None)  # fmt: skip
+        assert purged.returncode == 0, purged.stderr
+        assert "0 stored row(s), 1 JetStream consumer(s)" in purged.stdout
+        assert await consumer_functions(broker) == {live.function}
+    finally:
+        await broker.close()
+
+
+async def add_consumer(broker: Broker, function: str, partition: int) -> None:
+    """A consumer as a runner of `function` makes it (JetStreamRunner._subscribe)."""
+    await broker.js.add_consumer(
+        broker.layout.stream,
+        ConsumerConfig(
+            durable_name=consumer_name(function, partition),
+            description=f"eventgate function {function}, partition {partition}",
+            filter_subject=broker.layout.partition_subjects(partition),
+        ),
+    )
+
+
+async def functions_are(broker: Broker, expected: set[str]) -> bool:
+    return await consumer_functions(broker) == expected
