@@ -13,7 +13,7 @@ from eventgate.bootstrap import System, open_system
 from eventgate.config import Settings
 from eventgate.examples.inventory import inventory_app
 from tests.nats import NatsServer, nats_binary
-from tests.postgres import PostgresServer, postgres_binaries
+from tests.postgres import PostgresServer, database_for, postgres_binaries
 
 T = TypeVar("T")
 
@@ -32,6 +32,18 @@ def installed(found: T | None, package: str) -> T:
 @pytest.fixture
 async def system(tmp_path: Path) -> AsyncIterator[System]:
     system = await open_system(Settings(data_dir=tmp_path / "data"), inventory_app())
+    yield system
+    await system.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def either(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[System]:
+    """A system on SQLite files, or on a PostgreSQL database of its own."""
+    url = None
+    if request.param == "postgres":
+        url = await database_for(request.getfixturevalue("postgres_dsn"), str(tmp_path))
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, poll_interval=0.05)
+    system = await open_system(settings, inventory_app())
     yield system
     await system.close()
 

@@ -6,31 +6,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from eventgate.bootstrap import System, open_system
-from eventgate.config import Settings
+from eventgate.bootstrap import System
 from eventgate.eventstore import NewEvent
-from eventgate.examples.inventory import inventory_app
 from eventgate.examples.inventory.domain import CreateInventoryItem
 from eventgate.functions.admin import admin_app
 from eventgate.projections.admin import ProjectionAdmin
 from tests.integration.test_functions import until
-from tests.postgres import database_for
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def system(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[System]:
-    url = None
-    if request.param == "postgres":
-        url = await database_for(request.getfixturevalue("postgres_dsn"), str(tmp_path))
-    settings = Settings(data_dir=tmp_path / "data", database_url=url, poll_interval=0.05)
-    system = await open_system(settings, inventory_app())
-    yield system
-    await system.close()
+@pytest.fixture
+def system(either: System) -> System:
+    """Every test here on SQLite and on PostgreSQL (tests/conftest.py: either)."""
+    return either
 
 
 @pytest.fixture

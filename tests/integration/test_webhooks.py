@@ -22,12 +22,10 @@ from aiohttp import web
 from nats.js.api import ConsumerConfig
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from eventgate.bootstrap import System, open_broker_of, open_system
+from eventgate.bootstrap import System, open_broker_of
 from eventgate.broker.connection import Broker
 from eventgate.broker.consumer import _Attempts, consumer_functions, consumer_name
-from eventgate.config import Settings
 from eventgate.eventstore.model import NewEvent
-from eventgate.examples.inventory import inventory_app
 from eventgate.functions.admin import admin_app
 from eventgate.functions.context import Services
 from eventgate.functions.model import FunctionEvent
@@ -39,7 +37,7 @@ from eventgate.webhooks.model import new_secret, parse_new, parse_update
 from eventgate.webhooks.purge import FunctionPurge
 from eventgate.webhooks.store import _TABLE, SQLiteWebhookStore
 from tests.nats import NatsServer
-from tests.postgres import database_for, free_port
+from tests.postgres import free_port
 from tests.webhook_receiver import Receiver
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -295,18 +293,6 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> N
             if await check():
                 return
             await asyncio.sleep(0.05)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def either(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[System]:
-    """A system on SQLite files, or on a PostgreSQL database of its own."""
-    url = None
-    if request.param == "postgres":
-        url = await database_for(request.getfixturevalue("postgres_dsn"), str(tmp_path))
-    settings = Settings(data_dir=tmp_path / "data", database_url=url, poll_interval=0.05)
-    system = await open_system(settings, inventory_app())
-    yield system
-    await system.close()
 
 
 async def test_deleting_a_subscription_purges_its_function_even_after_a_late_runner(
