@@ -48,6 +48,17 @@ async def either(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
     await system.close()
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own (not the session's), for a test that stops it under
+    running processes (`halt`/`resume` keep its data and port)."""
+    server = PostgresServer(installed(postgres_binaries(), "postgresql")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A real PostgreSQL on a free loopback port for the whole session, stopped by PID.

@@ -13,16 +13,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import pytest
 
-from tests.conftest import installed
 from tests.e2e.server import INTERNAL_TOKEN, ROOT, Deployment
-from tests.postgres import PostgresServer, database_for, postgres_binaries
+from tests.e2e.test_health import eventually
+from tests.postgres import PostgresServer, database_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +29,6 @@ HEADERS = {"X-Eventgate-Internal": INTERNAL_TOKEN}
 OUTAGE = 6.0
 """Seconds PostgreSQL stays down: every part retries several times, and a function worker's
 partition leases (5 s) lapse."""
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own, to stop under the running processes."""
-    server = PostgresServer(installed(postgres_binaries(), "postgresql")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def answered(method: str, url: str, **options: Any) -> httpx.Response:
@@ -90,8 +72,8 @@ def assert_away(commands: str, queries: str) -> None:
 def assert_back(commands: str, queries: str) -> None:
     """After the outage: ready, serving, and following read-model changes again (a change
     made now reaches the query side's waiting read)."""
-    eventually(lambda: httpx.get(f"{queries}/readyz", timeout=10).status_code == 200)
-    eventually(lambda: write_then_read(commands, queries, "after").status_code == 200)
+    eventually(lambda: httpx.get(f"{queries}/readyz", timeout=10).status_code == 200, 30.0)
+    eventually(lambda: write_then_read(commands, queries, "after").status_code == 200, 30.0)
     shown = write_then_read(commands, queries, "followed")
     assert shown.status_code == 200, shown.text
     assert shown.headers["Consistency-Status"] == "current"

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import installed
 from tests.e2e.server import INTERNAL_TOKEN, ROOT, Component, Deployment, Server, keyed_server
 from tests.nats import NatsServer, nats_binary
-from tests.postgres import PostgresServer, free_port, postgres_binaries
+from tests.postgres import PostgresServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -85,16 +85,6 @@ def test_up_answers_probes_without_a_key_and_logs_json_with_the_request_ids(
     assert not any(r["path"] in ("/healthz", "/readyz") for r in access)  # probes: no noise
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own, to stop under the running processes."""
-    database = PostgresServer(installed(postgres_binaries(), "postgresql")).start()
-    try:
-        yield database
-    finally:
-        database.stop()
-
-
 def status(data: Path, dsn: str, *args: str) -> str:
     command = [sys.executable, "-m", "eventgate.cli", "status", "--data", str(data),
                "--database-url", dsn, *args]  # fmt: skip
@@ -109,10 +99,10 @@ def ready(url: str) -> httpx.Response:
 
 
 def test_processes_answer_probes_and_turn_unready_when_stuck_or_without_database(
-    tmp_path: Path, private_postgres: PostgresServer
+    tmp_path: Path, own_postgres: PostgresServer
 ) -> None:
     env = {"EVENTGATE_STALL_AFTER": "1", "EVENTGATE_LOG_FORMAT": "json"}
-    deployment = Deployment(tmp_path, "--database-url", private_postgres.dsn, env=env)
+    deployment = Deployment(tmp_path, "--database-url", own_postgres.dsn, env=env)
     ports = {"projections": free_port(), "functions": free_port()}
     try:
         for kind in ("commands", "queries"):
@@ -152,18 +142,18 @@ def test_processes_answer_probes_and_turn_unready_when_stuck_or_without_database
         assert gateway.headers["content-type"] == "application/problem+json"
         assert gateway.json()["detail"] == "not ready: queries"
         assert ready(deployment.components["commands"].url).status_code == 200
-        shown = status(tmp_path, private_postgres.dsn, "--json")
+        shown = status(tmp_path, own_postgres.dsn, "--json")
         by_roles = {",".join(p["roles"]): p for p in json.loads(shown)["processes"]}
         assert by_roles["queries"]["ready"] == "not ready: projections"
         assert by_roles["gateway"]["ready"] == "not ready: queries"
         assert (by_roles["commands"]["ready"], by_roles["functions"]["ready"]) == ("ready", "ready")
         assert by_roles["functions"]["address"] == probes["functions"]
-        table = status(tmp_path, private_postgres.dsn)
+        table = status(tmp_path, own_postgres.dsn)
         assert "ready" in table and "not ready: projections" in table
         assert "parked / dead letters" in table
 
         # the database goes away: every process with stores is not ready, and says why
-        private_postgres.stop()
+        own_postgres.stop()
         eventually(lambda: ready(probes["functions"]).status_code == 503)
         gone = ready(probes["functions"]).json()
         assert gone["checks"]["event store"] != "ok"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,20 +20,9 @@ from eventgate.examples.inventory.domain import CreateInventoryItem, RenameInven
 from eventgate.examples.inventory.read_models import item_details
 from eventgate.projections.changes import RecordChanged
 from eventgate.projections.watcher import ReadModelWatcher
-from tests.conftest import installed
-from tests.postgres import PostgresServer, database_for, postgres_binaries
+from tests.postgres import PostgresServer, database_for
 
 STOPS = 6
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[PostgresServer]:
-    """A PostgreSQL of this test's own, to stop under the watcher."""
-    server = PostgresServer(installed(postgres_binaries(), "postgresql")).start()
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def eventually(check: Callable[[], bool], within: float = 20.0) -> None:
